@@ -1,0 +1,48 @@
+//! `firstmile check`: the configuration and topic declarations, validated together.
+
+use anyhow::{bail, Result};
+
+use crate::settings::Settings;
+
+pub fn run(settings: &Settings) -> Result<()> {
+    let config = &settings.config;
+    let topics = firstmile_kafka::topics::load_dir(&config.topics.dir)?;
+    let mut problems = Vec::new();
+    for name in config.sources.keys() {
+        let Some(raw) = config.raw_topic(name) else {
+            continue;
+        };
+        if !topics.iter().any(|t| t.name == raw) {
+            problems.push(format!(
+                "sources.{name}: its raw topic `{raw}` is not declared in {}",
+                config.topics.dir.display()
+            ));
+        }
+    }
+    for required in ["parsed", "events", "dlq"] {
+        if !topics.iter().any(|t| t.name == required) {
+            problems.push(format!(
+                "topic `{required}` is not declared in {}; the pipeline needs it",
+                config.topics.dir.display()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    let from = settings
+        .path
+        .as_ref()
+        .map_or("built-in defaults".to_string(), |p| p.display().to_string());
+    say!(
+        "ok: {from}: {} sources, {} topics declared in {}",
+        config.sources.len(),
+        topics.len(),
+        config.topics.dir.display()
+    );
+    Ok(())
+}

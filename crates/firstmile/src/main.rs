@@ -1,0 +1,97 @@
+//! `firstmile`: every role and admin command of the pipeline behind one CLI.
+
+#[macro_use]
+mod output;
+mod commands;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "firstmile",
+    version,
+    about = "Kafka-centric first-mile pipeline for logs and security events"
+)]
+struct Cli {
+    /// Configuration file. Default: ./firstmile.toml if it exists, else built-in
+    /// defaults for the local stack. Every key can be overridden by
+    /// FIRSTMILE_<SECTION>__<KEY> environment variables.
+    #[arg(long, global = true, env = "FIRSTMILE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log format: human-readable text, or JSON lines for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "FIRSTMILE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and the topic declarations; report every error.
+    Check,
+    /// Topics as code: compare topics/*.toml with the broker and apply them.
+    #[command(subcommand)]
+    Topics(commands::topics::TopicsCommand),
+    /// Apply the database migrations (TimescaleDB or plain PostgreSQL).
+    Migrate(commands::migrate::MigrateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let settings = settings::Settings::load(cli.config.as_deref())?;
+        match cli.command {
+            Command::Check => commands::check::run(&settings),
+            Command::Topics(cmd) => commands::topics::run(&settings, cmd).await,
+            Command::Migrate(args) => commands::migrate::run(&settings, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    // Server notices ("relation already exists, skipping") are not news.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,36 @@
+//! Finding and loading the configuration for a command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use firstmile_config::{Config, ConfigFile};
+
+pub struct Settings {
+    pub config: Config,
+    /// The file the configuration came from, if any.
+    pub path: Option<PathBuf>,
+}
+
+impl Settings {
+    /// `--config` (or FIRSTMILE_CONFIG) must exist; without it ./firstmile.toml
+    /// is used when present, else the built-in defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Settings> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("firstmile.toml")).filter(|p| p.is_file()),
+        };
+        let text = match &path {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the configuration {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let file = match (&path, &text) {
+            (Some(path), Some(text)) => Some(ConfigFile { path, text }),
+            _ => None,
+        };
+        let config = firstmile_config::load(file, std::env::vars())?;
+        Ok(Settings { config, path })
+    }
+}
