@@ -1,0 +1,105 @@
+//! The `firstmile` binary's admin commands, as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn firstmile(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_firstmile"));
+    cmd.current_dir(dir).args(args);
+    // The test's own environment may carry FIRSTMILE_* from `scripts/stack env`.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FIRSTMILE_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn project(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("firstmile.toml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("topics")).unwrap();
+    std::fs::write(
+        dir.path().join("topics/t.toml"),
+        "[defaults]\npartitions = 1\nreplication_factor = 1\n\
+         [topic.\"raw.web\"]\n[topic.parsed]\n[topic.events]\n[topic.dlq]\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn check_accepts_the_shipped_configuration() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = firstmile(&root, &["check"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: firstmile.toml: 13 sources"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_fails() {
+    let dir = project("[kafka]\nbrokrs = \"x\"\n\n[sources.web]\ntopik = \"raw.web\"\n");
+    let out = firstmile(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("2 configuration errors"), "{err}");
+    assert!(
+        err.contains("firstmile.toml:2:1: kafka.brokrs: unknown field `brokrs`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("firstmile.toml:5:1: sources.web.topik: unknown field `topik`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_names_the_environment_variable_at_fault() {
+    let dir = project("[sources.web]\n");
+    let out = firstmile(
+        dir.path(),
+        &["check"],
+        &[("FIRSTMILE_KAFKA__REQUEST_TIMEOUT_MS", "soon")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("FIRSTMILE_KAFKA__REQUEST_TIMEOUT_MS (environment): kafka.request_timeout_ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_finds_a_source_whose_raw_topic_is_not_declared() {
+    let dir = project("[sources.web]\n[sources.app]\n");
+    let out = firstmile(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("sources.app: its raw topic `raw.app` is not declared"),
+        "{err}"
+    );
+    assert!(!err.contains("sources.web"), "{err}");
+    // Mapping the source to a declared raw topic fixes it.
+    let out = firstmile(
+        dir.path(),
+        &["check"],
+        &[("FIRSTMILE_SOURCES__APP__TOPIC", "raw.web")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_missing_config_file_named_explicitly_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = firstmile(dir.path(), &["--config", "nope.toml", "check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read the configuration nope.toml"));
+}
