@@ -196,6 +196,10 @@ async fn migrate_on_timescaledb_creates_a_hypertable_and_a_continuous_aggregate(
 async fn a_schema_keeps_its_flavour_and_applied_migrations_cannot_change() {
     let mut c = timescaledb().await;
     let s = schema("flavour");
+    // The server has TimescaleDB (another test, or none yet, may have created it).
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+        .unwrap();
     // Plain tables on a TimescaleDB server, when asked for.
     let first = migrate(&mut c, &s, Some(Flavour::Postgres)).await.unwrap();
     assert_eq!(first.flavour, Flavour::Postgres);
