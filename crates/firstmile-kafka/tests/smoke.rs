@@ -3,9 +3,12 @@
 //! headers, the group's offset is committed; an Avro schema is registered, fetched
 //! by id and used for a Confluent-wire-format round trip.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::time::Duration;
 
 use apache_avro::types::Value;
+use common::{kafka, unique};
 use firstmile_kafka::{client_config, ClientKind};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,22 +23,6 @@ use schema_registry_converter::async_impl::schema_registry::{
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
-
-fn kafka() -> firstmile_config::Kafka {
-    let mut k = firstmile_config::Kafka::default();
-    if let Ok(b) = std::env::var("FIRSTMILE_KAFKA__BROKERS") {
-        k.brokers = b;
-    }
-    k
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test.{prefix}.{}.{nanos}", std::process::id())
-}
 
 #[tokio::test]
 async fn produce_and_consume_through_a_consumer_group() {

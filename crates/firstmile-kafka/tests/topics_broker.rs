@@ -1,26 +1,12 @@
 //! `topics plan/apply` against the real broker of `scripts/stack`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::{kafka, unique};
 use firstmile_kafka::topics::{load_dir, Change, Refusal, TopicAdmin, TopicsError};
-
-fn kafka() -> firstmile_config::Kafka {
-    let mut k = firstmile_config::Kafka::default();
-    if let Ok(b) = std::env::var("FIRSTMILE_KAFKA__BROKERS") {
-        k.brokers = b;
-    }
-    k
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test.{prefix}.{}.{nanos}", std::process::id())
-}
 
 fn declare(dir: &Path, text: &str) {
     std::fs::write(dir.join("topics.toml"), text).unwrap();
@@ -45,6 +31,15 @@ partitions = 1
 retention_ms = 86400000
 "#
     )
+}
+
+/// Plans the declarations in `dir` and applies them.
+async fn apply_dir(admin: &TopicAdmin, dir: &Path) {
+    let plan = admin
+        .plan(&load_dir(dir).unwrap(), &BTreeSet::new())
+        .await
+        .unwrap();
+    admin.apply(&plan).await.unwrap();
 }
 
 #[tokio::test]
@@ -101,15 +96,7 @@ async fn apply_creates_then_is_idempotent_then_alters_in_place() {
             &format!("[topic.\"{a}\".config]\n\"segment.ms\" = \"7200000\""),
         ),
     );
-    admin
-        .apply(
-            &admin
-                .plan(&load_dir(dir.path()).unwrap(), &none)
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    apply_dir(&admin, dir.path()).await;
     declare(dir.path(), &topic_file(&a, &b, 2, 7_200_000, ""));
     let specs = load_dir(dir.path()).unwrap();
     let plan = admin.plan(&specs, &none).await.unwrap();
@@ -140,15 +127,7 @@ async fn apply_creates_then_is_idempotent_then_alters_in_place() {
 
     // 4. More partitions are added.
     declare(dir.path(), &topic_file(&a, &b, 3, 7_200_000, ""));
-    admin
-        .apply(
-            &admin
-                .plan(&load_dir(dir.path()).unwrap(), &none)
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    apply_dir(&admin, dir.path()).await;
     assert_eq!(admin.broker_state().await.unwrap()[&a].partitions, 3);
 
     // 5. Fewer partitions are refused with a clear error, and nothing else in

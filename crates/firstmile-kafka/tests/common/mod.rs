@@ -1,0 +1,21 @@
+//! Helpers shared by the tests that talk to the broker of `scripts/stack`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `[kafka]` for the local stack, brokers from `scripts/stack env` when set.
+pub fn kafka() -> firstmile_config::Kafka {
+    let mut k = firstmile_config::Kafka::default();
+    if let Ok(b) = std::env::var("FIRSTMILE_KAFKA__BROKERS") {
+        k.brokers = b;
+    }
+    k
+}
+
+/// A topic or group name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("test.{prefix}.{}.{nanos}", std::process::id())
+}
