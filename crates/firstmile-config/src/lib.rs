@@ -156,11 +156,13 @@ where
             "elasticsearch" => merge.check::<Elasticsearch>(&section, at),
             "topics" => merge.check::<Topics>(&section, at),
             "sources" => merge.check_entries::<Source>(&section),
+            "ingest" => merge.check::<Ingest>(&section, at),
+            "metrics" => merge.check::<Metrics>(&section, at),
             _ => Err(vec![(
                 section.clone(),
                 format!(
                     "unknown section `{section}` (known: kafka, schema_registry, database, \
-                     elasticsearch, topics, sources)"
+                     elasticsearch, topics, sources, ingest, metrics)"
                 ),
             )]),
         };
@@ -560,6 +562,28 @@ fn validate(config: &Config) -> Found {
                 "source names may use ASCII letters, digits, `.`, `_` and `-` only".into(),
             ));
         }
+        if let Some(rule) = &source.multiline {
+            let key = format!("sources.{name}.multiline");
+            match (&rule.start, &rule.continuation) {
+                (Some(p), None) | (None, Some(p)) => {
+                    if let Err(e) = regex::bytes::Regex::new(p) {
+                        let which = if rule.start.is_some() {
+                            "start"
+                        } else {
+                            "continuation"
+                        };
+                        found.push((format!("{key}.{which}"), format!("invalid pattern: {e}")));
+                    }
+                }
+                _ => found.push((
+                    key.clone(),
+                    "set exactly one of `start` and `continuation`".into(),
+                )),
+            }
+            if rule.max_lines == 0 || rule.max_bytes == 0 {
+                found.push((key, "max_lines and max_bytes must be at least 1".into()));
+            }
+        }
         if let Some(topic) = &source.topic {
             if !valid_topic_name(topic) {
                 found.push((
@@ -569,7 +593,51 @@ fn validate(config: &Config) -> Found {
             }
         }
     }
+    validate_ingest(config, &mut found);
+    for (key, addr) in [
+        ("metrics.listen", &config.metrics.listen),
+        ("ingest.http.listen", &config.ingest.http.listen),
+    ] {
+        if !addr.is_empty() && addr.parse::<std::net::SocketAddr>().is_err() {
+            found.push((
+                key.into(),
+                format!("`{addr}` is not host:port (an IP address and a port)"),
+            ));
+        }
+    }
     found
+}
+
+fn validate_ingest(config: &Config, found: &mut Found) {
+    let ingest = &config.ingest;
+    for (name, listener) in &ingest.syslog {
+        let key = format!("ingest.syslog.{name}");
+        if listener.listen.parse::<std::net::SocketAddr>().is_err() {
+            found.push((
+                format!("{key}.listen"),
+                format!("`{}` is not host:port", listener.listen),
+            ));
+        }
+        if !config.sources.contains_key(&listener.source) {
+            found.push((
+                format!("{key}.source"),
+                format!("no source named `{}` in [sources]", listener.source),
+            ));
+        }
+    }
+    if ingest.http.max_decompressed_bytes < ingest.http.max_body_bytes {
+        found.push((
+            "ingest.http.max_decompressed_bytes".into(),
+            "must be at least ingest.http.max_body_bytes".into(),
+        ));
+    }
+    if (ingest.max_in_flight_bytes as usize) < ingest.max_event_bytes {
+        found.push((
+            "ingest.max_in_flight_bytes".into(),
+            "must be at least ingest.max_event_bytes, or a largest event could never be sent"
+                .into(),
+        ));
+    }
 }
 
 /// A name that needs no quoting in PostgreSQL.

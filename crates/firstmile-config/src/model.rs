@@ -18,6 +18,8 @@ pub struct Config {
     pub topics: Topics,
     /// Event sources by name; each lands in its raw topic (`raw.<name>` unless set).
     pub sources: BTreeMap<String, Source>,
+    pub ingest: Ingest,
+    pub metrics: Metrics,
 }
 
 /// Kafka connection. `properties` pass through to librdkafka for every client
@@ -177,6 +179,139 @@ pub struct Source {
     pub description: Option<String>,
     /// Raw topic the source lands in; default `raw.<source name>`.
     pub topic: Option<String>,
+    /// Bearer token the HTTP receiver requires for this source. Without one the
+    /// source accepts any sender that reaches the listener.
+    pub token: Option<String>,
+    /// Join physical lines into one event before Kafka (stack traces, tracebacks).
+    pub multiline: Option<Multiline>,
+}
+
+/// A multiline rule. Exactly one of `start` and `continuation` is set: either a
+/// line matching `start` begins a new event (others continue it), or a line
+/// matching `continuation` continues the previous event (others begin one).
+/// Patterns use the `regex` crate's syntax (linear time, no backtracking).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Multiline {
+    pub start: Option<String>,
+    pub continuation: Option<String>,
+    /// An event is cut after this many lines…
+    pub max_lines: usize,
+    /// …or this many bytes.
+    pub max_bytes: usize,
+    /// A pending event is emitted after this long without a new line (streams only;
+    /// a request or file ends its events when it ends).
+    pub flush_timeout_ms: u64,
+}
+
+impl Default for Multiline {
+    fn default() -> Self {
+        Multiline {
+            start: None,
+            continuation: None,
+            max_lines: 500,
+            max_bytes: 1 << 20,
+            flush_timeout_ms: 1000,
+        }
+    }
+}
+
+/// The receivers (`firstmile ingest`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    pub http: HttpReceiver,
+    /// Syslog listeners by name, each mapped to a source. None by default; the
+    /// example configuration declares UDP and TCP on 127.0.0.1:5514.
+    pub syslog: BTreeMap<String, SyslogListener>,
+    /// How long an event may wait for Kafka's acknowledgment before the sender
+    /// is told that it was not stored (HTTP 503).
+    pub delivery_timeout_ms: u64,
+    /// Bytes of events received but not yet acknowledged by Kafka, across all
+    /// receivers. When full, receivers push back (HTTP waits, then 503; TCP
+    /// stops reading; UDP drops and counts).
+    pub max_in_flight_bytes: u64,
+    /// Largest single event; larger ones are refused (HTTP 413) or dropped and
+    /// counted (syslog). Raw topics must accept records this large.
+    pub max_event_bytes: usize,
+    /// `Retry-After` of a 503 answer.
+    pub retry_after_seconds: u32,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest {
+            http: HttpReceiver::default(),
+            syslog: BTreeMap::new(),
+            delivery_timeout_ms: 30_000,
+            max_in_flight_bytes: 64 << 20,
+            max_event_bytes: 2 << 20,
+            retry_after_seconds: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpReceiver {
+    /// `host:port`; empty turns the HTTP receiver off.
+    pub listen: String,
+    /// Largest request body as sent (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest request body after decompression (guards against zip bombs).
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for HttpReceiver {
+    fn default() -> Self {
+        HttpReceiver {
+            listen: "127.0.0.1:8088".into(),
+            max_body_bytes: 10 << 20,
+            max_decompressed_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogListener {
+    pub protocol: SyslogProtocol,
+    #[serde(default = "default_syslog_listen")]
+    pub listen: String,
+    /// The source whose raw topic this listener's events land in.
+    #[serde(default = "default_syslog_source")]
+    pub source: String,
+}
+
+fn default_syslog_listen() -> String {
+    "127.0.0.1:5514".into()
+}
+
+fn default_syslog_source() -> String {
+    "syslog".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogProtocol {
+    Udp,
+    Tcp,
+}
+
+/// Where every role serves `/metrics`, `/health/live` and `/health/ready`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port`; empty turns the endpoint off.
+    pub listen: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 impl Config {

@@ -51,6 +51,12 @@ enum Command {
     Topics(commands::topics::TopicsCommand),
     /// Apply the database migrations (TimescaleDB or plain PostgreSQL).
     Migrate(commands::migrate::MigrateArgs),
+    /// Run the receivers (HTTP, syslog) that land events in raw topics.
+    Ingest,
+    /// Run every role of the pipeline in this process (today: ingest).
+    Run,
+    /// Send a file or stdin into a source's raw topic, one event per line.
+    Produce(commands::produce::ProduceArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
             Command::Check => commands::check::run(&settings),
             Command::Topics(cmd) => commands::topics::run(&settings, cmd).await,
             Command::Migrate(args) => commands::migrate::run(&settings, args).await,
+            Command::Ingest | Command::Run => commands::ingest::run(&settings).await,
+            Command::Produce(args) => commands::produce::run(&settings, args).await,
         }
     });
     match result {

@@ -1,0 +1,235 @@
+//! Metrics for every firstmile role under one naming scheme (see ARCHITECTURE.md,
+//! "Observability conventions"): `firstmile_component_*` families labelled by
+//! `component_kind`, `component_id` and, where an event has one, `source`.
+//!
+//! A role creates one [`Metrics`], hands a [`Component`] to each of its parts,
+//! and serves [`serve`] on `[metrics] listen`.
+
+mod server;
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub use server::{serve, Endpoint, Readiness};
+
+/// What a component is, for the `component_kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Receiver,
+    Stage,
+    Sink,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receiver",
+            Kind::Stage => "stage",
+            Kind::Sink => "sink",
+        }
+    }
+}
+
+/// The registry of one process and its metric families.
+pub struct Metrics {
+    registry: Registry,
+    received_events: IntCounterVec,
+    received_bytes: IntCounterVec,
+    sent_events: IntCounterVec,
+    sent_bytes: IntCounterVec,
+    errors: IntCounterVec,
+    discarded_events: IntCounterVec,
+    rejected: IntCounterVec,
+    in_flight_bytes: IntGaugeVec,
+    delivery_latency: HistogramVec,
+}
+
+const COMPONENT: &[&str] = &["component_kind", "component_id"];
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            COMPONENT.iter().chain(extra).copied().collect()
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let received_events = counter(
+            "firstmile_component_received_events_total",
+            "Events a component received.",
+            &with(&["source"]),
+        );
+        let received_bytes = counter(
+            "firstmile_component_received_bytes_total",
+            "Bytes of the events a component received.",
+            &with(&["source"]),
+        );
+        let sent_events = counter(
+            "firstmile_component_sent_events_total",
+            "Events a component handed on and had acknowledged (Kafka, a database).",
+            &with(&["source"]),
+        );
+        let sent_bytes = counter(
+            "firstmile_component_sent_bytes_total",
+            "Bytes of the events a component handed on and had acknowledged.",
+            &with(&["source"]),
+        );
+        let errors = counter(
+            "firstmile_component_errors_total",
+            "Errors a component met, by type.",
+            &with(&["error_type"]),
+        );
+        let discarded_events = counter(
+            "firstmile_component_discarded_events_total",
+            "Events a component dropped on purpose, by reason.",
+            &with(&["source", "reason"]),
+        );
+        let rejected = counter(
+            "firstmile_component_rejected_total",
+            "Requests, connections or datagrams a component refused, by reason.",
+            &with(&["reason"]),
+        );
+        let in_flight_bytes = IntGaugeVec::new(
+            Opts::new(
+                "firstmile_component_in_flight_bytes",
+                "Bytes received and not yet acknowledged downstream.",
+            ),
+            COMPONENT,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(in_flight_bytes.clone()))
+            .expect("unique metric");
+        let delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "firstmile_component_delivery_latency_seconds",
+                "Time from handing an event downstream to its acknowledgment.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            COMPONENT,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(delivery_latency.clone()))
+            .expect("unique metric");
+        Arc::new(Metrics {
+            registry,
+            received_events,
+            received_bytes,
+            sent_events,
+            sent_bytes,
+            errors,
+            discarded_events,
+            rejected,
+            in_flight_bytes,
+            delivery_latency,
+        })
+    }
+
+    /// The handle a component records its metrics through.
+    pub fn component(self: &Arc<Self>, kind: Kind, id: &str) -> Component {
+        Component {
+            metrics: Arc::clone(self),
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// One component's view of the metrics: the kind and id labels filled in.
+#[derive(Clone)]
+pub struct Component {
+    metrics: Arc<Metrics>,
+    kind: Kind,
+    id: String,
+}
+
+impl Component {
+    fn labels<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut l = vec![self.kind.as_str(), self.id.as_str()];
+        l.extend_from_slice(extra);
+        l
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn received(&self, source: &str, events: u64, bytes: u64) {
+        let l = self.labels(&[source]);
+        self.metrics
+            .received_events
+            .with_label_values(&l)
+            .inc_by(events);
+        self.metrics
+            .received_bytes
+            .with_label_values(&l)
+            .inc_by(bytes);
+    }
+
+    pub fn sent(&self, source: &str, events: u64, bytes: u64) {
+        let l = self.labels(&[source]);
+        self.metrics
+            .sent_events
+            .with_label_values(&l)
+            .inc_by(events);
+        self.metrics.sent_bytes.with_label_values(&l).inc_by(bytes);
+    }
+
+    pub fn error(&self, error_type: &str) {
+        self.metrics
+            .errors
+            .with_label_values(&self.labels(&[error_type]))
+            .inc();
+    }
+
+    pub fn discarded(&self, source: &str, reason: &str, events: u64) {
+        self.metrics
+            .discarded_events
+            .with_label_values(&self.labels(&[source, reason]))
+            .inc_by(events);
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.metrics
+            .rejected
+            .with_label_values(&self.labels(&[reason]))
+            .inc();
+    }
+
+    pub fn add_in_flight_bytes(&self, delta: i64) {
+        self.metrics
+            .in_flight_bytes
+            .with_label_values(&self.labels(&[]))
+            .add(delta);
+    }
+
+    pub fn delivery_latency(&self, seconds: f64) {
+        self.metrics
+            .delivery_latency
+            .with_label_values(&self.labels(&[]))
+            .observe(seconds);
+    }
+}

@@ -1,0 +1,260 @@
+//! `POST /v1/sources/{source}/events`: newline-delimited events (raw lines or
+//! JSON objects), optionally gzip or zstd. Answers 200 only when Kafka has
+//! acknowledged every event of the request.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use firstmile_kafka::raw::SendError;
+use firstmile_metrics::Component;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::framing::LineSplitter;
+use crate::stream::{received_now, stream_key, Assembler, Piece, Shared, StreamContext};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub shared: Arc<Shared>,
+    pub metrics: Component,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v1/sources/{source}/events", post(post_events))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// The sending host, for the record key (default: the peer's address).
+    host: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn post_events(
+    State(app): State<HttpState>,
+    Path(source): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let m = &app.metrics;
+    let Some(route) = app.shared.routes.get(&source) else {
+        m.rejected("unknown_source");
+        return error(StatusCode::NOT_FOUND, format!("unknown source `{source}`"));
+    };
+    if let Some(token) = &route.token {
+        if !bearer_matches(&headers, token) {
+            m.rejected("unauthorized");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                Json(json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response();
+        }
+    }
+    let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            // to_bytes fails for a body over the limit, or a broken connection.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            if too_large {
+                m.rejected("too_large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {} bytes", app.max_body_bytes),
+                );
+            }
+            m.rejected("bad_body");
+            return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+        }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let limit = app.max_decompressed_bytes;
+    let body = match tokio::task::spawn_blocking(move || decode(&encoding, raw, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err((status, reason, message))) => {
+            m.rejected(reason);
+            return error(status, message);
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+
+    let max_event = app.shared.max_event_bytes;
+    let mut splitter = LineSplitter::new(max_event);
+    let mut assembler = Assembler::new(route, max_event);
+    let now = Instant::now();
+    let mut pieces = Vec::new();
+    assembler.feed(splitter.push(&body), now, &mut pieces);
+    assembler.feed(splitter.finish().into_iter().collect(), now, &mut pieces);
+    pieces.extend(assembler.finish());
+
+    let mut events = Vec::with_capacity(pieces.len());
+    let mut empty = 0;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        match piece {
+            Piece::Event(b) => events.push(b),
+            Piece::Empty => empty += 1,
+            Piece::TooLarge(len) => {
+                m.rejected("event_too_large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("event {} is {len} bytes; the limit is {max_event}", i + 1),
+                );
+            }
+        }
+    }
+    if empty > 0 {
+        m.discarded(&route.source, "empty_line", empty);
+    }
+    let bytes: usize = events.iter().map(Bytes::len).sum();
+    m.received(&route.source, events.len() as u64, bytes as u64);
+
+    let host = query
+        .host
+        .or_else(|| header_text(&headers, "x-firstmile-host"))
+        .unwrap_or_else(|| peer.ip().to_string());
+    let ctx = StreamContext {
+        key: stream_key(&route.source, &host),
+        route: route.clone(),
+        receiver: "http",
+        remote_addr: Some(peer.to_string()),
+        content_type: header_text(&headers, header::CONTENT_TYPE.as_str()),
+        metrics: m.clone(),
+    };
+    let at = received_now();
+    let producer = &app.shared.acked;
+    let deadline = Instant::now() + app.shared.delivery_timeout;
+    let mut deliveries = Vec::with_capacity(events.len());
+    let mut refused = None;
+    for event in &events {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match ctx.send(producer, event, &at, Some(wait)).await {
+            Ok(d) => deliveries.push(ctx.settle(d, event.len())),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let stored = futures::future::join_all(deliveries)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    if refused.is_none() && stored == events.len() {
+        return (StatusCode::OK, Json(json!({ "accepted": stored }))).into_response();
+    }
+    let reason = match &refused {
+        Some(SendError::Busy { .. }) => "busy",
+        _ => "kafka_unavailable",
+    };
+    m.rejected(reason);
+    let why = match refused {
+        Some(e) => e.to_string(),
+        None => "kafka did not acknowledge every event in time".into(),
+    };
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": format!("not stored: {why}; send the request again later"),
+            "stored": stored,
+            "events": events.len(),
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&app.shared.retry_after_seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Compares the bearer token in constant time.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type DecodeError = (StatusCode, &'static str, String);
+
+/// Decompresses the body, refusing more than `limit` bytes of output.
+fn decode(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
+    let read_limited = |reader: &mut dyn Read| -> Result<Bytes, DecodeError> {
+        let mut out = Vec::new();
+        reader
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_encoding",
+                    format!("cannot decode {encoding} body: {e}"),
+                )
+            })?;
+        if out.len() > limit {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body decompresses to more than {limit} bytes"),
+            ));
+        }
+        Ok(Bytes::from(out))
+    };
+    match encoding {
+        "" | "identity" => Ok(raw),
+        "gzip" | "x-gzip" => read_limited(&mut flate2::read::MultiGzDecoder::new(&raw[..])),
+        "zstd" => {
+            let mut decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "bad_encoding",
+                    format!("cannot decode zstd body: {e}"),
+                )
+            })?;
+            read_limited(&mut decoder)
+        }
+        other => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding `{other}` is not supported (gzip, zstd, identity)"),
+        )),
+    }
+}

@@ -1,0 +1,167 @@
+//! The first mile: receivers that land events unmodified in raw topics.
+//!
+//! - HTTP `POST /v1/sources/{source}/events` ([`http`]),
+//! - syslog over UDP and TCP ([`syslog`]),
+//! - files and pipes ([`produce`]).
+//!
+//! Framing ([`framing`]) and multiline joining ([`multiline`]) are pure logic.
+//! Everything is written through [`firstmile_kafka::raw::RawProducer`], whose
+//! byte budget bounds memory across all receivers of the process.
+
+pub mod framing;
+mod http;
+pub mod multiline;
+mod produce;
+mod stream;
+mod syslog;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firstmile_config::{Config, SyslogProtocol};
+use firstmile_metrics::{Kind, Metrics};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use produce::{produce, ProduceReport};
+pub use stream::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("unknown source `{0}` (not in [sources])")]
+    UnknownSource(String),
+    #[error("cannot read input: {0}")]
+    Read(std::io::Error),
+    #[error("{0}")]
+    Send(firstmile_kafka::raw::SendError),
+}
+
+/// The running receivers of a process.
+pub struct Receivers {
+    pub shared: Arc<Shared>,
+    /// Bound address of the HTTP receiver, if it runs.
+    pub http: Option<SocketAddr>,
+    /// Bound address of each syslog listener, by name.
+    pub syslog: BTreeMap<String, SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds every configured listener and starts serving.
+pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers, ReceiverError> {
+    let shared = Shared::new(config)?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let bind_error = |what: &str, addr: &str| {
+        let (what, addr) = (what.to_string(), addr.to_string());
+        move |source| ReceiverError::Bind { what, addr, source }
+    };
+
+    let mut http_addr = None;
+    let http = &config.ingest.http;
+    if !http.listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&http.listen)
+            .await
+            .map_err(bind_error("http", &http.listen))?;
+        http_addr = Some(
+            listener
+                .local_addr()
+                .map_err(bind_error("http", &http.listen))?,
+        );
+        let app = http::router(http::HttpState {
+            shared: Arc::clone(&shared),
+            metrics: metrics.component(Kind::Receiver, "http"),
+            max_body_bytes: http.max_body_bytes,
+            max_decompressed_bytes: http.max_decompressed_bytes,
+        });
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http receiver stopped");
+            }
+        }));
+    }
+
+    let mut syslog_addrs = BTreeMap::new();
+    for (name, listener) in &config.ingest.syslog {
+        let route = shared
+            .routes
+            .get(&listener.source)
+            .cloned()
+            .ok_or_else(|| ReceiverError::UnknownSource(listener.source.clone()))?;
+        let what = format!("syslog {name}");
+        let stopped = stopped.clone();
+        let shared = Arc::clone(&shared);
+        match listener.protocol {
+            SyslogProtocol::Udp => {
+                let socket = syslog::bind_udp(&listener.listen)
+                    .map_err(bind_error(&what, &listener.listen))?;
+                syslog_addrs.insert(
+                    name.clone(),
+                    socket
+                        .local_addr()
+                        .map_err(bind_error(&what, &listener.listen))?,
+                );
+                let m = metrics.component(Kind::Receiver, "syslog-udp");
+                tasks.push(tokio::spawn(syslog::serve_udp(
+                    socket, shared, route, m, stopped,
+                )));
+            }
+            SyslogProtocol::Tcp => {
+                let tcp = tokio::net::TcpListener::bind(&listener.listen)
+                    .await
+                    .map_err(bind_error(&what, &listener.listen))?;
+                syslog_addrs.insert(
+                    name.clone(),
+                    tcp.local_addr()
+                        .map_err(bind_error(&what, &listener.listen))?,
+                );
+                let m = metrics.component(Kind::Receiver, "syslog-tcp");
+                tasks.push(tokio::spawn(syslog::serve_tcp(
+                    tcp, shared, route, m, stopped,
+                )));
+            }
+        }
+    }
+    Ok(Receivers {
+        shared,
+        http: http_addr,
+        syslog: syslog_addrs,
+        stop,
+        tasks,
+    })
+}
+
+impl Receivers {
+    /// Stops accepting, lets HTTP requests in progress finish, then waits up
+    /// to `flush` for Kafka to acknowledge what is still in flight.
+    pub async fn shutdown(self, flush: Duration) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let shared = self.shared;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = shared.acked.flush(flush);
+            let _ = shared.unacked.flush(flush);
+        })
+        .await;
+    }
+}
