@@ -226,6 +226,14 @@ impl Component {
             .add(delta);
     }
 
+    /// The delivery-latency histogram itself, for recording many events
+    /// without a label lookup each.
+    pub fn delivery_latency_histogram(&self) -> prometheus::Histogram {
+        self.metrics
+            .delivery_latency
+            .with_label_values(&self.labels(&[]))
+    }
+
     pub fn delivery_latency(&self, seconds: f64) {
         self.metrics
             .delivery_latency

@@ -154,18 +154,14 @@ async fn post_events(
     for event in &events {
         let wait = deadline.saturating_duration_since(Instant::now());
         match ctx.send(producer, event, &at, Some(wait)).await {
-            Ok(d) => deliveries.push(ctx.settle(d, event.len())),
+            Ok(d) => deliveries.push((d, event.len())),
             Err(e) => {
                 refused = Some(e);
                 break;
             }
         }
     }
-    let stored = futures::future::join_all(deliveries)
-        .await
-        .into_iter()
-        .filter(|ok| *ok)
-        .count();
+    let stored = ctx.settle_all(deliveries).await;
     if refused.is_none() && stored == events.len() {
         return (StatusCode::OK, Json(json!({ "accepted": stored }))).into_response();
     }

@@ -96,6 +96,7 @@ async fn http_lands_each_line_unmodified_plain_gzip_and_zstd() {
     assert_same_events("OpenSSH", &read_topic(&config, &openssh));
     assert_same_events("Apache", &read_topic(&config, &apache));
     receivers.shutdown(Duration::from_secs(5)).await;
+    delete_topics(&config).await;
 }
 
 #[tokio::test]
@@ -157,6 +158,7 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
     assert_eq!(header(&got[0], headers::RECEIVER), Some(&b"syslog-udp"[..]));
     assert_eq!(got[0].key(), Some(&b"spark/127.0.0.1"[..]));
     receivers.shutdown(Duration::from_secs(5)).await;
+    delete_topics(&config).await;
 }
 
 /// Sum of `firstmile_component_sent_events_total` for a component id.
@@ -232,4 +234,5 @@ async fn produce_sends_a_file_with_multiline_joining() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("unknown source `nope`"));
+    delete_topics(&config).await;
 }

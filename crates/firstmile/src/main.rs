@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+// glibc's malloc spent a fifth of the ingest CPU on lock contention between
+// the tokio and librdkafka threads (perf, BENCHMARKS.md); mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "firstmile",

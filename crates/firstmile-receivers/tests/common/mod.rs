@@ -61,6 +61,20 @@ pub async fn add_source(config: &mut Config, name: &str, partitions: i32) -> Str
     topic
 }
 
+/// Deletes the test's topics from the shared local broker.
+pub async fn delete_topics(config: &Config) {
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.kafka, ClientKind::Admin)
+        .create()
+        .unwrap();
+    let topics: Vec<String> = config
+        .sources
+        .values()
+        .filter_map(|s| s.topic.clone())
+        .collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+}
+
 pub fn add_syslog(config: &mut Config, name: &str, protocol: SyslogProtocol, source: &str) {
     config.ingest.syslog.insert(
         name.to_string(),
