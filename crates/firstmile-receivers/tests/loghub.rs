@@ -146,7 +146,13 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
     let want = [("syslog-tcp", 4000u64), ("syslog-udp", 2000)];
     for _ in 0..200 {
         let text = metrics.encode();
-        if want.iter().all(|(id, n)| sent(&text, id) >= *n) {
+        if want.iter().all(|(id, n)| {
+            sample(
+                &text,
+                "firstmile_component_sent_events_total",
+                &[("component_id", id)],
+            ) >= *n
+        }) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,16 +165,6 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
     assert_eq!(got[0].key(), Some(&b"spark/127.0.0.1"[..]));
     receivers.shutdown(Duration::from_secs(5)).await;
     delete_topics(&config).await;
-}
-
-/// Sum of `firstmile_component_sent_events_total` for a component id.
-fn sent(metrics_text: &str, component_id: &str) -> u64 {
-    metrics_text
-        .lines()
-        .filter(|l| l.starts_with("firstmile_component_sent_events_total{"))
-        .filter(|l| l.contains(&format!("component_id=\"{component_id}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test]

@@ -9,19 +9,6 @@ use common::*;
 use firstmile_config::SyslogProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Value of one sample in the Prometheus text, 0 if absent.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn http_refuses_unknown_sources_bad_tokens_oversize_and_bad_encodings() {
     let mut config = base_config();

@@ -160,3 +160,16 @@ pub fn values(messages: &[OwnedMessage]) -> Vec<Vec<u8>> {
         .map(|m| m.payload().unwrap_or_default().to_vec())
         .collect()
 }
+
+/// Value of one sample in the Prometheus text, 0 if absent.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
