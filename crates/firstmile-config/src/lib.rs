@@ -631,6 +631,12 @@ fn validate_ingest(config: &Config, found: &mut Found) {
             "must be at least ingest.http.max_body_bytes".into(),
         ));
     }
+    if ingest.http.max_concurrent_requests == 0 {
+        found.push((
+            "ingest.http.max_concurrent_requests".into(),
+            "must be at least 1".into(),
+        ));
+    }
     if (ingest.max_in_flight_bytes as usize) < ingest.max_event_bytes {
         found.push((
             "ingest.max_in_flight_bytes".into(),

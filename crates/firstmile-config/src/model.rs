@@ -260,6 +260,10 @@ pub struct HttpReceiver {
     pub max_body_bytes: usize,
     /// Largest request body after decompression (guards against zip bombs).
     pub max_decompressed_bytes: usize,
+    /// Requests handled at once; more wait (at most `ingest.delivery_timeout_ms`,
+    /// then 503) before their bodies are read. With the body limits this bounds
+    /// the memory requests can hold.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for HttpReceiver {
@@ -268,6 +272,7 @@ impl Default for HttpReceiver {
             listen: "127.0.0.1:8088".into(),
             max_body_bytes: 10 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_concurrent_requests: 16,
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct HttpState {
     pub metrics: Component,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// Requests in progress; taken before a body is read.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -70,13 +72,20 @@ async fn post_events(
                 .into_response();
         }
     }
+    let Ok(Ok(_slot)) = tokio::time::timeout(
+        app.shared.delivery_timeout,
+        Arc::clone(&app.requests).acquire_owned(),
+    )
+    .await
+    else {
+        m.rejected("busy");
+        return service_unavailable(&app, "too many requests in progress".into(), 0, 0);
+    };
     let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
             // to_bytes fails for a body over the limit, or a broken connection.
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit"))
-                || e.to_string().contains("length limit");
+            let too_large = is_length_limit(&e);
             if too_large {
                 m.rejected("too_large");
                 return error(
@@ -174,12 +183,17 @@ async fn post_events(
         Some(e) => e.to_string(),
         None => "kafka did not acknowledge every event in time".into(),
     };
+    service_unavailable(&app, why, stored, events.len())
+}
+
+/// 503 with `Retry-After`: nothing (or not everything) was stored.
+fn service_unavailable(app: &HttpState, why: String, stored: usize, events: usize) -> Response {
     let mut response = (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(json!({
             "error": format!("not stored: {why}; send the request again later"),
             "stored": stored,
-            "events": events.len(),
+            "events": events,
         })),
     )
         .into_response();
@@ -187,6 +201,18 @@ async fn post_events(
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
+}
+
+/// Whether reading the body failed because it is over the limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -83,6 +83,7 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
             metrics: metrics.component(Kind::Receiver, "http"),
             max_body_bytes: http.max_body_bytes,
             max_decompressed_bytes: http.max_decompressed_bytes,
+            requests: Arc::new(tokio::sync::Semaphore::new(http.max_concurrent_requests)),
         });
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {

@@ -268,3 +268,53 @@ async fn every_udp_datagram_is_either_stored_or_counted_as_dropped() {
     );
     delete_topics(&config).await;
 }
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_wait_then_get_503() {
+    let mut config = base_config();
+    add_source(&mut config, "slow", 1).await;
+    config.ingest.http.max_concurrent_requests = 1;
+    config.ingest.delivery_timeout_ms = 1000;
+    let (receivers, metrics) = start(&config).await;
+    let addr = receivers.http.unwrap();
+
+    // A sender that announces 100 bytes and sends 10 holds the only slot.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/sources/slow/events HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let url = format!("http://{addr}/v1/sources/slow/events");
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        sample(
+            &metrics.encode(),
+            "firstmile_component_rejected_total",
+            &[("reason", "busy")]
+        ),
+        1
+    );
+
+    // Once the slow sender goes, the slot is free again.
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = reqwest::Client::new()
+        .post(&url)
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    receivers.shutdown(Duration::from_secs(5)).await;
+    delete_topics(&config).await;
+}
