@@ -1,0 +1,66 @@
+//! The base grok library: the usual names (after Logstash's core patterns),
+//! written for the `regex` crate (no look-around, no possessive quantifiers).
+
+pub static BASE: &[(&str, &str)] = &[
+    ("USERNAME", r"[a-zA-Z0-9._-]+"),
+    ("USER", "%{USERNAME}"),
+    ("INT", r"[+-]?[0-9]+"),
+    ("NONNEGINT", r"[0-9]+"),
+    ("POSINT", r"[1-9][0-9]*"),
+    ("NUMBER", r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"),
+    ("BASE16NUM", r"[+-]?(?:0x)?[0-9A-Fa-f]+"),
+    ("WORD", r"\w+"),
+    ("NOTSPACE", r"\S+"),
+    ("SPACE", r"\s*"),
+    ("DATA", r".*?"),
+    ("GREEDYDATA", r".*"),
+    ("QUOTEDSTRING", r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#),
+    (
+        "UUID",
+        r"[A-Fa-f0-9]{8}-(?:[A-Fa-f0-9]{4}-){3}[A-Fa-f0-9]{12}",
+    ),
+    (
+        "IPV4",
+        r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])",
+    ),
+    ("IPV6", r"[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+"),
+    ("IP", "%{IPV6}|%{IPV4}"),
+    (
+        "HOSTNAME",
+        r"[0-9A-Za-z][0-9A-Za-z_-]*(?:\.[0-9A-Za-z][0-9A-Za-z_-]*)*\.?",
+    ),
+    ("IPORHOST", "%{IP}|%{HOSTNAME}"),
+    ("HOSTPORT", "%{IPORHOST}:%{POSINT}"),
+    ("PATH", r"(?:/[^\s]*)+"),
+    ("URIPATHPARAM", r"/[^\s?#]*(?:\?[^\s#]*)?"),
+    (
+        "JAVACLASS",
+        r"(?:[a-zA-Z$_][a-zA-Z$_0-9]*\.)*[a-zA-Z$_][a-zA-Z$_0-9]*",
+    ),
+    (
+        "MONTH",
+        r"Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|Sep(?:tember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?",
+    ),
+    ("MONTHNUM", r"0?[1-9]|1[0-2]"),
+    ("MONTHDAY", r"0[1-9]|[12][0-9]|3[01]|[1-9]"),
+    (
+        "DAY",
+        r"Mon(?:day)?|Tue(?:sday)?|Wed(?:nesday)?|Thu(?:rsday)?|Fri(?:day)?|Sat(?:urday)?|Sun(?:day)?",
+    ),
+    ("YEAR", r"[0-9]{2,4}"),
+    ("HOUR", r"2[0-3]|[01]?[0-9]"),
+    ("MINUTE", r"[0-5][0-9]"),
+    ("SECOND", r"[0-5]?[0-9](?:[:.,][0-9]+)?|60"),
+    ("TIME", "%{HOUR}:%{MINUTE}:%{SECOND}"),
+    ("ISO8601_TIMEZONE", r"Z|[+-]%{HOUR}:?%{MINUTE}"),
+    (
+        "TIMESTAMP_ISO8601",
+        r"%{YEAR}-%{MONTHNUM}-%{MONTHDAY}[T ]%{HOUR}:?%{MINUTE}(?::?%{SECOND})?(?:%{ISO8601_TIMEZONE})?",
+    ),
+    ("SYSLOGTIMESTAMP", r"%{MONTH} +%{MONTHDAY} %{TIME}"),
+    ("HTTPDATE", r"%{MONTHDAY}/%{MONTH}/%{YEAR}:%{TIME} %{INT}"),
+    (
+        "LOGLEVEL",
+        r"(?i:trace|debug|info|notice|warn(?:ing)?|err(?:or)?|crit(?:ical)?|fatal|severe|emerg(?:ency)?|alert)",
+    ),
+];
