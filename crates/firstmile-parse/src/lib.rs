@@ -3,12 +3,22 @@
 //! Pure logic: no I/O, no clock; timestamps are returned as written.
 //!
 //! - [`syslog::parse_rfc3164`]: BSD syslog with the real-world variants;
+//! - [`rfc5424::parse_rfc5424`]: syslog RFC 5424 with structured data;
+//! - [`access::parse_access_log`]: Apache/nginx access logs, common and combined;
 //! - [`apache::parse_error_log`]: Apache HTTP server error logs;
+//! - [`json::parse_json`]: one JSON object per line, flattened;
+//! - [`kv::parse_kv`]: logfmt / `key=value`;
+//! - [`cef::parse_cef`]: ArcSight CEF, alone or after a syslog header;
 //! - [`grok::Grok`]: user patterns in grok syntax on a linear-time engine.
 
+pub mod access;
 pub mod apache;
+pub mod cef;
 pub mod grok;
+pub mod json;
+pub mod kv;
 mod patterns;
+pub mod rfc5424;
 pub mod syslog;
 
 /// Field name → value, in the order the parser found them.

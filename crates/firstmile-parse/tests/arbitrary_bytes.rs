@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use firstmile_parse::{apache, syslog, Grok};
+use firstmile_parse::{access, apache, cef, json, kv, rfc5424, syslog, Grok};
 
 struct XorShift(u64);
 
@@ -21,6 +21,15 @@ impl XorShift {
     }
 }
 
+/// Samples of the other formats, to mutate like the real lines.
+const SAMPLES: &[&str] = &[
+    r#"<165>1 2003-10-11T22:14:15.003Z host app - ID47 [id@1 a="x"y" b="2"] message"#,
+    r#"203.0.113.9 - alice [10/Oct/2000:13:55:36 -0700] "GET /a HTTP/1.1" 200 2326 "-" "curl/8""#,
+    r#"{"a":{"b":[1,2,{"c":null}]},"d":"eé"}"#,
+    r#"level=info msg="a "b" c" n=3"#,
+    r"CEF:0|V|P\|x|1|100|name|5|src=10.0.0.1 msg=a\=b c suser=x",
+];
+
 fn real_lines() -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/loghub");
     ["Linux", "OpenSSH", "Apache", "Zookeeper", "Hadoop"]
@@ -32,6 +41,11 @@ fn real_lines() -> Vec<Vec<u8>> {
                 .map(<[u8]>::to_vec)
                 .collect::<Vec<_>>()
         })
+        .chain(
+            SAMPLES
+                .iter()
+                .flat_map(|s| std::iter::repeat_n(s.as_bytes().to_vec(), 200)),
+        )
         .collect()
 }
 
@@ -76,6 +90,15 @@ fn parsers_never_panic_on_arbitrary_bytes() {
         parsed += usize::from(syslog::parse_rfc3164(&text).is_some());
         parsed += usize::from(apache::parse_error_log(&text).is_some());
         parsed += usize::from(grok.parse(&input).is_some());
+        for parse in [
+            rfc5424::parse_rfc5424,
+            access::parse_access_log,
+            json::parse_json,
+            kv::parse_kv,
+            cef::parse_cef,
+        ] {
+            parsed += usize::from(parse(&text).is_some());
+        }
     }
     // The mutated real lines mostly still parse: the test exercises the
     // parsers' inner paths, not only their first check.
