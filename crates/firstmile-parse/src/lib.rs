@@ -1,6 +1,7 @@
 //! Parsers from a raw event's bytes to named fields (ECS names where one
 //! fits: `host.name`, `process.name`, `process.pid`, `log.level`, `message`, …).
-//! Pure logic: no I/O, no clock; timestamps are returned as written.
+//! Pure logic: no I/O, no clock. Parsers return timestamps as written;
+//! [`timestamp::TimestampParser`] turns them into instants.
 //!
 //! - [`syslog::parse_rfc3164`]: BSD syslog with the real-world variants;
 //! - [`rfc5424::parse_rfc5424`]: syslog RFC 5424 with structured data;
@@ -20,8 +21,10 @@ pub mod kv;
 mod patterns;
 pub mod rfc5424;
 pub mod syslog;
+pub mod timestamp;
 
 /// Field name → value, in the order the parser found them.
 pub type Fields = Vec<(String, String)>;
 
 pub use grok::{Grok, GrokError};
+pub use timestamp::{TimestampError, TimestampParser};

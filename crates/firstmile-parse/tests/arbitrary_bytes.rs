@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use firstmile_parse::{access, apache, cef, json, kv, rfc5424, syslog, Grok};
+use firstmile_parse::{access, apache, cef, json, kv, rfc5424, syslog, Grok, TimestampParser};
 
 struct XorShift(u64);
 
@@ -69,6 +69,8 @@ fn parsers_never_panic_on_arbitrary_bytes() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let lines = real_lines();
     let mut parsed = 0;
+    let mut clock = TimestampParser::new(Some("Europe/Berlin")).unwrap();
+    let received_at: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     for i in 0..50_000 {
         let input: Vec<u8> = if i % 2 == 0 {
             let len = rng.below(120);
@@ -87,6 +89,9 @@ fn parsers_never_panic_on_arbitrary_bytes() {
             line
         };
         let text = String::from_utf8_lossy(&input);
+        // Timestamps: the whole input, and its first 30 characters.
+        let _ = clock.parse(&text, received_at);
+        let _ = clock.parse(&text.chars().take(30).collect::<String>(), received_at);
         parsed += usize::from(syslog::parse_rfc3164(&text).is_some());
         parsed += usize::from(apache::parse_error_log(&text).is_some());
         parsed += usize::from(grok.parse(&input).is_some());

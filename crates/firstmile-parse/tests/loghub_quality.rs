@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use firstmile_parse::{apache, syslog, Fields, Grok};
+use firstmile_parse::{apache, syslog, Fields, Grok, TimestampParser};
 
 enum Parser {
     Syslog,
@@ -171,6 +171,8 @@ struct Quality {
     compared: usize,
     agreed: usize,
     disagreements: BTreeMap<String, usize>,
+    /// Lines whose timestamp became an instant.
+    timestamps: usize,
     /// A few (column, ours, theirs) to show.
     examples: Vec<(String, String, String)>,
 }
@@ -203,9 +205,12 @@ fn measure(system: &System) -> Quality {
         parsed: 0,
         compared: 0,
         agreed: 0,
+        timestamps: 0,
         disagreements: BTreeMap::new(),
         examples: Vec::new(),
     };
+    let mut clock = TimestampParser::new(None).unwrap();
+    let received_at: jiff::Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
     for (line, row) in lines.iter().zip(&rows) {
         let text = String::from_utf8_lossy(line);
         let fields: Option<Fields> = match &system.parser {
@@ -233,6 +238,9 @@ fn measure(system: &System) -> Quality {
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.trim().to_string())
         };
+        if let Some(ts) = get("timestamp") {
+            q.timestamps += usize::from(clock.parse(&ts, received_at).is_ok());
+        }
         let col = |name: &str| {
             headers
                 .iter()
@@ -269,16 +277,19 @@ fn measure(system: &System) -> Quality {
 
 #[test]
 fn loghub_parse_quality() {
-    println!("| system | lines | parsed | field agreement | fields compared |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| system | lines | parsed | field agreement | fields compared | timestamps normalized |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     let mut failures = Vec::new();
     for system in SYSTEMS {
         let q = measure(system);
         let parsed = 100.0 * q.parsed as f64 / q.lines as f64;
         let agreement = 100.0 * q.agreed as f64 / q.compared.max(1) as f64;
+        let timestamps = 100.0 * q.timestamps as f64 / q.parsed.max(1) as f64;
         println!(
-            "| {} | {} | {:.2}% | {:.2}% | {} |",
-            system.name, q.lines, parsed, agreement, q.compared
+            "| {} | {} | {:.2}% | {:.2}% | {} | {:.2}% |",
+            system.name, q.lines, parsed, agreement, q.compared, timestamps
         );
         if !q.disagreements.is_empty() {
             eprintln!(
@@ -289,9 +300,9 @@ fn loghub_parse_quality() {
                 eprintln!("    {column}: ours {ours:?} / theirs {theirs:?}");
             }
         }
-        if system.required && (parsed < 99.0 || agreement < 99.0) {
+        if system.required && (parsed < 99.0 || agreement < 99.0 || timestamps < 99.0) {
             failures.push(format!(
-                "{}: parsed {parsed:.2}%, agreement {agreement:.2}%",
+                "{}: parsed {parsed:.2}%, agreement {agreement:.2}%, timestamps {timestamps:.2}%",
                 system.name
             ));
         }
