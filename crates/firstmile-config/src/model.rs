@@ -184,6 +184,60 @@ pub struct Source {
     pub token: Option<String>,
     /// Join physical lines into one event before Kafka (stack traces, tracebacks).
     pub multiline: Option<Multiline>,
+    /// How the parse stage reads this source's raw records.
+    pub parse: Parse,
+}
+
+/// The parser of a source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Parse {
+    pub format: ParseFormat,
+    /// `grok`: patterns tried in order, the first match wins.
+    pub patterns: Vec<String>,
+    /// `grok`: named patterns the patterns may use (`%{NAME}`).
+    pub pattern_definitions: BTreeMap<String, String>,
+    /// IANA time zone of timestamps written without one (default UTC).
+    pub timezone: Option<String>,
+    /// `event.dataset` of the source's events, e.g. `linux.auth`.
+    pub dataset: Option<String>,
+    /// Parsed field name → event field name (e.g. JSON `msg` → `message`).
+    pub rename: BTreeMap<String, String>,
+    /// Records longer than this go to `dlq` as `too_large` without being parsed.
+    pub max_bytes: usize,
+}
+
+impl Default for Parse {
+    fn default() -> Self {
+        Parse {
+            format: ParseFormat::Raw,
+            patterns: Vec::new(),
+            pattern_definitions: BTreeMap::new(),
+            timezone: None,
+            dataset: None,
+            rename: BTreeMap::new(),
+            max_bytes: 256 << 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParseFormat {
+    /// The whole record is the message.
+    #[default]
+    Raw,
+    /// BSD syslog, RFC 3164.
+    Syslog,
+    Rfc5424,
+    /// Apache/nginx access log, common or combined.
+    Access,
+    ApacheError,
+    Json,
+    /// logfmt / key=value.
+    Kv,
+    Cef,
+    Grok,
 }
 
 /// A multiline rule. Exactly one of `start` and `continuation` is set: either a

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod apache;
 pub mod cef;
+mod chain;
 pub mod grok;
 pub mod json;
 pub mod kv;
@@ -26,5 +27,6 @@ pub mod timestamp;
 /// Field name → value, in the order the parser found them.
 pub type Fields = Vec<(String, String)>;
 
+pub use chain::{ChainError, Failure, SourceParser};
 pub use grok::{Grok, GrokError};
 pub use timestamp::{TimestampError, TimestampParser};

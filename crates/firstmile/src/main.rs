@@ -62,6 +62,9 @@ enum Command {
     Run,
     /// Send a file or stdin into a source's raw topic, one event per line.
     Produce(commands::produce::ProduceArgs),
+    /// Run a source's parser on lines from a file or stdin, without Kafka;
+    /// print the normalized events (and failures with their dlq reason) as JSON lines.
+    Parse(commands::parse::ParseArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => commands::migrate::run(&settings, args).await,
             Command::Ingest | Command::Run => commands::ingest::run(&settings).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
+            Command::Parse(args) => commands::parse::run(&settings, args),
         }
     });
     match result {

@@ -103,3 +103,68 @@ fn a_missing_config_file_named_explicitly_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read the configuration nope.toml"));
 }
+
+#[test]
+fn parse_runs_the_shipped_parsers_on_the_loghub_samples() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for system in [
+        "Linux",
+        "OpenSSH",
+        "Apache",
+        "HDFS",
+        "Zookeeper",
+        "Hadoop",
+        "Spark",
+    ] {
+        let file = format!("tests/data/loghub/{system}/{system}_2k.log");
+        let source = system.to_lowercase();
+        let out = firstmile(&root, &["parse", "--source", &source, &file], &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let events: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2000, "{system}");
+        let failures: Vec<_> = events.iter().filter(|e| e.get("dlq").is_some()).collect();
+        assert!(failures.is_empty(), "{system}: {:?}", failures.first());
+        assert!(
+            events.iter().all(|e| e["event"]["dataset"].is_string()),
+            "{system}: dataset"
+        );
+        assert!(
+            events.iter().all(|e| e["message"].is_string()),
+            "{system}: every event has a message"
+        );
+    }
+}
+
+#[test]
+fn parse_reports_failures_as_dlq_lines_and_check_refuses_bad_patterns() {
+    let dir = project(
+        "[sources.web]\n[sources.web.parse]\nformat = \"grok\"\npatterns = ['%{INT:n} (?=x)']\n",
+    );
+    let out = firstmile(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("sources.web.parse: patterns[0]"), "{err}");
+    assert!(err.contains("backtracking"), "{err}");
+
+    let input = dir.path().join("in.log");
+    std::fs::write(
+        &input,
+        "{\"msg\":\"ok\"}\n[1,2]\n{\"process\":{\"pid\":\"x\"}}\n",
+    )
+    .unwrap();
+    let out = firstmile(dir.path(), &["parse", "--format", "json", "in.log"], &[]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["fields"]["msg"], "ok");
+    assert_eq!(lines[1]["dlq"]["error_kind"], "no_match");
+    assert_eq!(lines[2]["dlq"]["error_kind"], "invalid_field");
+    assert_eq!(lines[2]["dlq"]["line"], 3);
+    assert!(text(&out.stderr).contains("1 parsed, 2 to dlq"));
+}

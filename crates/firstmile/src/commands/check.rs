@@ -19,6 +19,11 @@ pub fn run(settings: &Settings) -> Result<()> {
             ));
         }
     }
+    for (name, source) in &config.sources {
+        if let Err(e) = firstmile_parse::SourceParser::new(&source.parse) {
+            problems.push(format!("sources.{name}.parse: {e}"));
+        }
+    }
     for required in ["parsed", "events", "dlq"] {
         if !topics.iter().any(|t| t.name == required) {
             problems.push(format!(

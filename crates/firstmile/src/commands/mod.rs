@@ -1,5 +1,6 @@
 pub mod check;
 pub mod ingest;
 pub mod migrate;
+pub mod parse;
 pub mod produce;
 pub mod topics;

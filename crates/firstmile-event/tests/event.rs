@@ -1,0 +1,76 @@
+use firstmile_event::{event_id, from_fields, Event, Origin};
+
+fn origin(offset: i64) -> Origin {
+    Origin {
+        source: "linux".into(),
+        topic: "raw.linux".into(),
+        partition: 2,
+        offset,
+    }
+}
+
+#[test]
+fn the_same_raw_record_always_gets_the_same_id_and_others_do_not() {
+    assert_eq!(event_id("raw.linux", 2, 7), event_id("raw.linux", 2, 7));
+    assert_ne!(event_id("raw.linux", 2, 7), event_id("raw.linux", 2, 8));
+    assert_ne!(event_id("raw.linux", 2, 7), event_id("raw.linux", 1, 7));
+    assert_ne!(event_id("raw.linux", 2, 7), event_id("raw.linu", 2, 7));
+    // Fixed for ever: sinks key rows and documents by it.
+    assert_eq!(
+        event_id("raw.linux", 2, 7).to_string(),
+        event_id("raw.linux", 2, 7).hyphenated().to_string()
+    );
+    assert_eq!(event_id("raw.linux", 2, 7).get_version_num(), 5);
+}
+
+#[test]
+fn fields_map_to_typed_places_and_the_rest_is_kept() {
+    let received = "2026-11-23T12:00:00Z".parse().unwrap();
+    let mut e = Event::new(origin(7), received, "0.0.0");
+    from_fields(
+        &mut e,
+        vec![
+            ("host.name".into(), "combo".into()),
+            ("process.name".into(), "sshd".into()),
+            ("process.pid".into(), "19939".into()),
+            ("source.ip".into(), "218.188.2.4".into()),
+            ("http.response.status_code".into(), "404".into()),
+            ("message".into(), "authentication failure".into()),
+            ("ruser".into(), "".into()),
+            ("timestamp".into(), "Jun 14 15:16:01".into()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(e.host.name.as_deref(), Some("combo"));
+    assert_eq!(e.process.pid, Some(19939));
+    assert_eq!(e.source.ip, Some("218.188.2.4".parse().unwrap()));
+    assert_eq!(e.http.response_status_code, Some(404));
+    assert_eq!(e.fields.get("ruser").map(String::as_str), Some(""));
+    assert!(!e.fields.contains_key("timestamp"));
+
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["@timestamp"], "2026-11-23T12:00:00Z");
+    assert_eq!(json["process"]["pid"], 19939);
+    assert_eq!(json["origin"]["topic"], "raw.linux");
+    assert_eq!(json["event_id"], e.event_id.to_string());
+    assert!(json["destination"].as_object().unwrap().is_empty());
+}
+
+#[test]
+fn wrong_types_are_errors_naming_the_field() {
+    let received = "2026-11-23T12:00:00Z".parse().unwrap();
+    for (field, value, expected) in [
+        ("process.pid", "abc", "an integer"),
+        ("source.ip", "999.1.1.1", "an IP address"),
+        ("source.port", "70000", "a port number"),
+        ("http.response.status_code", "2xx", "an HTTP status"),
+    ] {
+        let mut e = Event::new(origin(1), received, "0.0.0");
+        let err = from_fields(&mut e, vec![(field.into(), value.into())]).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.value.as_str(), err.expected),
+            (field, value, expected)
+        );
+        assert_eq!(err.kind(), "invalid_field");
+    }
+}
