@@ -158,11 +158,12 @@ where
             "sources" => merge.check_entries::<Source>(&section),
             "ingest" => merge.check::<Ingest>(&section, at),
             "metrics" => merge.check::<Metrics>(&section, at),
+            "enrich" => merge.check::<Enrich>(&section, at),
             _ => Err(vec![(
                 section.clone(),
                 format!(
                     "unknown section `{section}` (known: kafka, schema_registry, database, \
-                     elasticsearch, topics, sources, ingest, metrics)"
+                     elasticsearch, topics, sources, ingest, metrics, enrich)"
                 ),
             )]),
         };
@@ -582,6 +583,14 @@ fn validate(config: &Config) -> Found {
             }
             if rule.max_lines == 0 || rule.max_bytes == 0 {
                 found.push((key, "max_lines and max_bytes must be at least 1".into()));
+            }
+        }
+        for (i, rule) in source.enrich.drop.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&rule.pattern) {
+                found.push((
+                    format!("sources.{name}.enrich.drop[{i}].pattern"),
+                    format!("invalid pattern: {e}"),
+                ));
             }
         }
         if let Some(topic) = &source.topic {

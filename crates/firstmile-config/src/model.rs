@@ -20,6 +20,23 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     pub ingest: Ingest,
     pub metrics: Metrics,
+    pub enrich: Enrich,
+}
+
+/// Enrichment data shared by every source (paths relative to the working
+/// directory). Each is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrich {
+    /// MaxMind GeoIP2/GeoLite2 City database: `source.geo`, `destination.geo`.
+    pub geoip_city: Option<PathBuf>,
+    /// MaxMind ASN database: `source.as`, `destination.as`.
+    pub geoip_asn: Option<PathBuf>,
+    /// CSV `cidr,owner,zone`: the asset an address belongs to (longest prefix wins).
+    pub assets: Option<PathBuf>,
+    /// Threat indicators, one IP or domain per line (`#` comments); reloaded
+    /// when the file changes, without a restart.
+    pub indicators: Option<PathBuf>,
 }
 
 /// Kafka connection. `properties` pass through to librdkafka for every client
@@ -186,6 +203,26 @@ pub struct Source {
     pub multiline: Option<Multiline>,
     /// How the parse stage reads this source's raw records.
     pub parse: Parse,
+    /// What the enrich stage adds to, or drops from, this source's events.
+    pub enrich: SourceEnrich,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceEnrich {
+    /// Static `labels` put on every event of the source.
+    pub labels: BTreeMap<String, String>,
+    /// Events matching a rule are dropped (and counted per rule).
+    pub drop: Vec<DropRule>,
+}
+
+/// Drops events whose `field` (an event path like `log.level`) matches `pattern`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropRule {
+    pub name: String,
+    pub field: String,
+    pub pattern: String,
 }
 
 /// The parser of a source.
@@ -197,6 +234,9 @@ pub struct Parse {
     pub patterns: Vec<String>,
     /// `grok`: named patterns the patterns may use (`%{NAME}`).
     pub pattern_definitions: BTreeMap<String, String>,
+    /// Grok patterns tried on the parsed `message` (any format); the first that
+    /// matches adds its fields (e.g. `source.ip` out of an sshd message).
+    pub message_patterns: Vec<String>,
     /// IANA time zone of timestamps written without one (default UTC).
     pub timezone: Option<String>,
     /// `event.dataset` of the source's events, e.g. `linux.auth`.
@@ -213,6 +253,7 @@ impl Default for Parse {
             format: ParseFormat::Raw,
             patterns: Vec::new(),
             pattern_definitions: BTreeMap::new(),
+            message_patterns: Vec::new(),
             timezone: None,
             dataset: None,
             rename: BTreeMap::new(),

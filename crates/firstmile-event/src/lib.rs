@@ -81,13 +81,67 @@ pub struct User {
     pub name: Option<String>,
 }
 
-/// `source` or `destination` of a network event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// `source` or `destination` of a network event, with what enrichment found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<std::net::IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+    /// ECS `as`: the autonomous system.
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    pub autonomous_system: Option<AutonomousSystem>,
+    /// The owner and zone of the address from the asset table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asset: Option<Asset>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Geo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country_iso_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<GeoPoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AutonomousSystem {
+    pub number: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Asset {
+    pub owner: String,
+    pub zone: String,
+}
+
+/// ECS `threat.indicator`: the event touched a listed indicator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Threat {
+    pub indicator: ThreatIndicator,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreatIndicator {
+    /// `ipv4-addr`, `ipv6-addr` or `domain-name` (ECS/STIX names).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The listed value that matched.
+    pub matched: String,
+    /// The event field it was found in, e.g. `source.ip`.
+    pub matched_field: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -111,7 +165,7 @@ pub struct UserAgent {
 }
 
 /// The normalized event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub event_id: Uuid,
     /// ECS `@timestamp`: when the event happened (the parsed time, else when it
@@ -134,6 +188,8 @@ pub struct Event {
     pub user_agent: UserAgent,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threat: Option<Threat>,
     pub labels: BTreeMap<String, String>,
     /// Parsed fields without a place above, by their parsed names.
     pub fields: BTreeMap<String, String>,
@@ -159,8 +215,37 @@ impl Event {
             url: Url::default(),
             user_agent: UserAgent::default(),
             message: None,
+            threat: None,
             labels: BTreeMap::new(),
             fields: BTreeMap::new(),
+        }
+    }
+
+    /// The value at an event path (`log.level`, `source.ip`, a parsed field's
+    /// name, `labels.team`), as text; for rules written in the configuration.
+    pub fn get(&self, path: &str) -> Option<String> {
+        let s = |v: &Option<String>| v.clone();
+        match path {
+            "message" => s(&self.message),
+            "event.dataset" => s(&self.event.dataset),
+            "event.action" => s(&self.event.action),
+            "event.outcome" => s(&self.event.outcome),
+            "log.level" => s(&self.log.level),
+            "log.logger" => s(&self.log.logger),
+            "host.name" => s(&self.host.name),
+            "process.name" => s(&self.process.name),
+            "process.pid" => self.process.pid.map(|p| p.to_string()),
+            "user.name" => s(&self.user.name),
+            "source.ip" => self.source.ip.map(|ip| ip.to_string()),
+            "destination.ip" => self.destination.ip.map(|ip| ip.to_string()),
+            "http.request.method" => s(&self.http.request_method),
+            "http.response.status_code" => self.http.response_status_code.map(|c| c.to_string()),
+            "url.original" => s(&self.url.original),
+            "origin.source" => Some(self.origin.source.clone()),
+            other => match other.strip_prefix("labels.") {
+                Some(label) => self.labels.get(label).cloned(),
+                None => self.fields.get(other).cloned(),
+            },
         }
     }
 }

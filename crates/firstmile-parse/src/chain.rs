@@ -29,6 +29,8 @@ fn fail(kind: &'static str, message: impl Into<String>) -> Failure {
 pub enum ChainError {
     #[error("patterns[{index}]: {error}")]
     Pattern { index: usize, error: GrokError },
+    #[error("message_patterns[{index}]: {error}")]
+    MessagePattern { index: usize, error: GrokError },
     #[error("format grok needs at least one pattern")]
     NoPatterns,
     #[error("timezone: {0}")]
@@ -40,6 +42,7 @@ pub enum ChainError {
 pub struct SourceParser {
     format: ParseFormat,
     groks: Vec<Grok>,
+    message_groks: Vec<Grok>,
     clock: TimestampParser,
     dataset: Option<String>,
     rename: BTreeMap<String, String>,
@@ -57,12 +60,22 @@ impl SourceParser {
                     .map_err(|error| ChainError::Pattern { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let message_groks = config
+            .message_patterns
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                Grok::compile(p, &config.pattern_definitions)
+                    .map_err(|error| ChainError::MessagePattern { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if config.format == ParseFormat::Grok && groks.is_empty() {
             return Err(ChainError::NoPatterns);
         }
         Ok(SourceParser {
             format: config.format,
             groks,
+            message_groks,
             clock: TimestampParser::new(config.timezone.as_deref()).map_err(ChainError::Zone)?,
             dataset: config.dataset.clone(),
             rename: config.rename.clone(),
@@ -116,6 +129,20 @@ impl SourceParser {
                 .find_map(|g| g.parse(raw))
                 .ok_or_else(|| no_match("any of the source's patterns"))?,
         };
+        let mut fields = fields;
+        if !self.message_groks.is_empty() {
+            let message = fields
+                .iter()
+                .find(|(k, _)| k == "message")
+                .map(|(_, v)| v.clone());
+            if let Some(extra) = message.and_then(|m| {
+                self.message_groks
+                    .iter()
+                    .find_map(|g| g.parse(m.as_bytes()))
+            }) {
+                fields.extend(extra);
+            }
+        }
         let fields: Fields = fields
             .into_iter()
             .map(|(k, v)| (self.rename.get(&k).cloned().unwrap_or(k), v))

@@ -92,6 +92,33 @@ fn json_with_renamed_fields_and_grok_with_definitions() {
 }
 
 #[test]
+fn message_patterns_pull_fields_out_of_the_message() {
+    let mut p = parser(ParseFormat::Syslog, |c| {
+        c.message_patterns = vec![
+            "%{DATA:event.action} for (?:invalid user )?%{USERNAME:user.name} from %{IP:source.ip} port %{INT:source.port} ssh2".into(),
+        ];
+    });
+    let e = p
+        .parse(b"Dec 10 07:07:38 LabSZ sshd[24206]: Failed password for invalid user test9 from 52.80.34.196 port 36060 ssh2", origin(), received(), "v")
+        .unwrap();
+    assert_eq!(e.event.action.as_deref(), Some("Failed password"));
+    assert_eq!(e.user.name.as_deref(), Some("test9"));
+    assert_eq!(e.source.ip, Some("52.80.34.196".parse().unwrap()));
+    assert_eq!(e.source.port, Some(36060));
+    // The message itself stays; a message no pattern matches is not an error.
+    assert!(e.message.unwrap().starts_with("Failed password"));
+    let e = p
+        .parse(
+            b"Dec 10 07:07:38 LabSZ sshd[24206]: Connection closed",
+            origin(),
+            received(),
+            "v",
+        )
+        .unwrap();
+    assert_eq!(e.source.ip, None);
+}
+
+#[test]
 fn bad_input_gets_the_right_dlq_kind() {
     let mut syslog = parser(ParseFormat::Syslog, |_| {});
     assert_eq!(kind(&mut syslog, b""), "empty");

@@ -168,3 +168,32 @@ fn parse_reports_failures_as_dlq_lines_and_check_refuses_bad_patterns() {
     assert_eq!(lines[2]["dlq"]["line"], 3);
     assert!(text(&out.stderr).contains("1 parsed, 2 to dlq"));
 }
+
+#[test]
+fn parse_enriches_with_the_shipped_indicator_list() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let file = "tests/data/loghub/OpenSSH/OpenSSH_2k.log";
+    let out = firstmile(&root, &["parse", "--source", "openssh", file], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = std::fs::read_to_string(root.join(file)).unwrap();
+    let raw_lines: Vec<&str> = raw.lines().filter(|l| !l.trim().is_empty()).collect();
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), raw_lines.len());
+    // tests/data/enrich/indicators.txt lists 173.234.31.186: exactly the
+    // events whose line mentions it are marked, through source.ip.
+    let mut marked = 0;
+    for (line, event) in raw_lines.iter().zip(&events) {
+        let listed = line.contains("173.234.31.186");
+        assert_eq!(event.get("threat").is_some(), listed, "{line}");
+        if listed {
+            marked += 1;
+            assert_eq!(event["threat"]["indicator"]["matched"], "173.234.31.186");
+            assert_eq!(event["threat"]["indicator"]["matched_field"], "source.ip");
+            assert_eq!(event["labels"]["service"], "ssh");
+        }
+    }
+    assert_eq!(marked, 10);
+}

@@ -23,6 +23,12 @@ pub fn run(settings: &Settings) -> Result<()> {
         if let Err(e) = firstmile_parse::SourceParser::new(&source.parse) {
             problems.push(format!("sources.{name}.parse: {e}"));
         }
+        if let Err(e) = firstmile_enrich::SourceRules::new(&source.enrich) {
+            problems.push(format!("sources.{name}.enrich: {e}"));
+        }
+    }
+    if let Err(e) = firstmile_enrich::Enricher::new(&config.enrich) {
+        problems.push(format!("enrich: {e}"));
     }
     for required in ["parsed", "events", "dlq"] {
         if !topics.iter().any(|t| t.name == required) {

@@ -1,6 +1,6 @@
-//! `firstmile parse (--source NAME | --format FORMAT) [FILE|-]`: try a parser
-//! on sample lines before deploying it. No Kafka: each line is treated as a raw
-//! record received now, at offset = its line number.
+//! `firstmile parse (--source NAME | --format FORMAT) [FILE|-]`: try a source's
+//! parse and enrich chain on sample lines before deploying it. No Kafka: each
+//! line is treated as a raw record received now, at offset = its line number.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use firstmile_config::{Parse, ParseFormat};
+use firstmile_enrich::{Enricher, SourceRules};
 use firstmile_event::Origin;
 use firstmile_parse::SourceParser;
 use serde_json::json;
@@ -40,14 +41,14 @@ enum FormatArg {
 }
 
 pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
-    let (name, parse) = match (&args.source, args.format) {
+    let (name, parse, rules) = match (&args.source, args.format) {
         (Some(name), _) => {
             let source = settings
                 .config
                 .sources
                 .get(name)
                 .with_context(|| format!("unknown source `{name}` (not in [sources])"))?;
-            (name.clone(), source.parse.clone())
+            (name.clone(), source.parse.clone(), source.enrich.clone())
         }
         (None, Some(format)) => {
             let format = match format {
@@ -66,11 +67,15 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
                     format,
                     ..Default::default()
                 },
+                Default::default(),
             )
         }
         (None, None) => bail!("give --source NAME or --format FORMAT"),
     };
     let mut parser = SourceParser::new(&parse).with_context(|| format!("sources.{name}.parse"))?;
+    let rules = SourceRules::new(&rules).with_context(|| format!("sources.{name}.enrich"))?;
+    let enricher = Enricher::new(&settings.config.enrich).context("enrich")?;
+    let mut dropped = BTreeMap::<String, u64>::new();
     let input: Box<dyn BufRead> = match &args.file {
         Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufReader::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
@@ -92,7 +97,13 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
             offset: n as i64 + 1,
         };
         let json = match parser.parse(&line, origin, jiff::Timestamp::now(), version) {
-            Ok(event) => {
+            Ok(mut event) => {
+                rules.label(&mut event);
+                if let Some(rule) = rules.drop_rule(&event) {
+                    *dropped.entry(rule.to_string()).or_default() += 1;
+                    continue;
+                }
+                enricher.enrich(&mut event);
                 parsed += 1;
                 serde_json::to_string(&event)?
             }
@@ -114,6 +125,6 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
     }
     out.flush().ok();
     let failed_total: u64 = failed.values().sum();
-    eprintln!("{parsed} parsed, {failed_total} to dlq {failed:?}");
+    eprintln!("{parsed} parsed, {failed_total} to dlq {failed:?}, dropped by rule {dropped:?}");
     Ok(())
 }
