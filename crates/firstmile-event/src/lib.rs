@@ -9,6 +9,7 @@
 //! the same raw record (a redelivery, a replay) yields the same id, and sinks
 //! upsert instead of duplicating. Pure logic.
 
+mod avro;
 mod mapping;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use avro::{event_schema, EVENT_SCHEMA};
 pub use mapping::{from_fields, MappingError};
 
 /// Namespace of firstmile's event ids (a fixed, random UUID).

@@ -74,3 +74,68 @@ fn wrong_types_are_errors_naming_the_field() {
         assert_eq!(err.kind(), "invalid_field");
     }
 }
+
+#[test]
+fn events_are_valid_avro_of_the_shipped_schema_and_round_trip() {
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use firstmile_event::{
+        event_schema, Asset, AutonomousSystem, Geo, GeoPoint, Threat, ThreatIndicator,
+    };
+
+    let schema = event_schema();
+    let received = "2026-11-23T12:00:00.123456Z".parse().unwrap();
+    let bare = Event::new(origin(3), received, "0.0.0");
+    let mut full = Event::new(origin(4), received, "1.0.0");
+    from_fields(
+        &mut full,
+        vec![
+            ("message".into(), "Failed password".into()),
+            ("source.ip".into(), "81.2.69.142".into()),
+            ("source.port".into(), "22".into()),
+            ("destination.ip".into(), "2001:db8::1".into()),
+            ("process.pid".into(), "7".into()),
+            ("http.response.status_code".into(), "503".into()),
+            ("event.severity".into(), "9".into()),
+            ("extra".into(), "x".into()),
+        ],
+    )
+    .unwrap();
+    full.source.geo = Some(Geo {
+        city_name: Some("London".into()),
+        country_iso_code: Some("GB".into()),
+        location: Some(GeoPoint {
+            lat: 51.5,
+            lon: -0.09,
+        }),
+    });
+    full.source.autonomous_system = Some(AutonomousSystem {
+        number: 1221,
+        organization_name: None,
+    });
+    full.destination.asset = Some(Asset {
+        owner: "lab".into(),
+        zone: "v6".into(),
+    });
+    full.threat = Some(Threat {
+        indicator: ThreatIndicator {
+            kind: "ipv4-addr".into(),
+            matched: "81.2.69.142".into(),
+            matched_field: "source.ip".into(),
+        },
+    });
+    full.labels.insert("team".into(), "sre".into());
+
+    for event in [&bare, &full] {
+        let value = event.to_avro();
+        assert!(
+            value.validate(&schema),
+            "not valid against events.avsc: {value:?}"
+        );
+        let writer = GenericDatumWriter::builder(&schema).build().unwrap();
+        let bytes = writer.write_value_to_vec(value.clone()).unwrap();
+        let reader = GenericDatumReader::builder(&schema).build().unwrap();
+        let back = reader.read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(back, value);
+    }
+}

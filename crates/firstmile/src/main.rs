@@ -54,6 +54,9 @@ enum Command {
     /// Topics as code: compare topics/*.toml with the broker and apply them.
     #[command(subcommand)]
     Topics(commands::topics::TopicsCommand),
+    /// Value schemas of the topics against the schema registry.
+    #[command(subcommand)]
+    Schemas(commands::schemas::SchemasCommand),
     /// Apply the database migrations (TimescaleDB or plain PostgreSQL).
     Migrate(commands::migrate::MigrateArgs),
     /// Run the receivers (HTTP, syslog) that land events in raw topics.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
             Command::Check => commands::check::run(&settings),
             Command::Topics(cmd) => commands::topics::run(&settings, cmd).await,
             Command::Migrate(args) => commands::migrate::run(&settings, args).await,
+            Command::Schemas(cmd) => commands::schemas::run(&settings, cmd).await,
             Command::Ingest | Command::Run => commands::ingest::run(&settings).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),

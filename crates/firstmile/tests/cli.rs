@@ -197,3 +197,46 @@ fn parse_enriches_with_the_shipped_indicator_list() {
     }
     assert_eq!(marked, 10);
 }
+
+#[test]
+fn schemas_register_then_check_refuses_an_incompatible_change() {
+    let registry = std::env::var("FIRSTMILE_SCHEMA_REGISTRY__URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081".into());
+    let env = [("FIRSTMILE_SCHEMA_REGISTRY__URL", registry.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("topics")).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("test.cli.schemas.{}.{nanos}", std::process::id());
+    std::fs::write(
+        dir.path().join("topics/t.toml"),
+        format!("[topic.\"{topic}\"]\npartitions = 1\nreplication_factor = 1\nvalue_schema = \"v.avsc\"\n"),
+    )
+    .unwrap();
+    let schema = |fields: &str| format!(r#"{{"type":"record","name":"V","fields":[{fields}]}}"#);
+    std::fs::write(
+        dir.path().join("topics/v.avsc"),
+        schema(r#"{"name":"a","type":"string"}"#),
+    )
+    .unwrap();
+
+    let out = firstmile(dir.path(), &["schemas", "register"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("{topic}-value: registered as id")));
+
+    std::fs::write(
+        dir.path().join("topics/v.avsc"),
+        schema(r#"{"name":"a","type":"string"},{"name":"b","type":"long"}"#),
+    )
+    .unwrap();
+    let out = firstmile(dir.path(), &["schemas", "check"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("INCOMPATIBLE with version 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stderr).contains("1 schema(s) incompatible"));
+}

@@ -3,4 +3,5 @@ pub mod ingest;
 pub mod migrate;
 pub mod parse;
 pub mod produce;
+pub mod schemas;
 pub mod topics;
