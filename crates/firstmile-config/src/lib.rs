@@ -159,11 +159,12 @@ where
             "ingest" => merge.check::<Ingest>(&section, at),
             "metrics" => merge.check::<Metrics>(&section, at),
             "enrich" => merge.check::<Enrich>(&section, at),
+            "stages" => merge.check::<Stages>(&section, at),
             _ => Err(vec![(
                 section.clone(),
                 format!(
                     "unknown section `{section}` (known: kafka, schema_registry, database, \
-                     elasticsearch, topics, sources, ingest, metrics, enrich)"
+                     elasticsearch, topics, sources, ingest, metrics, enrich, stages)"
                 ),
             )]),
         };

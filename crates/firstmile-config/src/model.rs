@@ -21,6 +21,59 @@ pub struct Config {
     pub ingest: Ingest,
     pub metrics: Metrics,
     pub enrich: Enrich,
+    pub stages: Stages,
+}
+
+/// The processing stages (`firstmile process --stage NAME`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stages {
+    /// Stamped on every event the stages make (`pipeline_version`): change it
+    /// when a fix changes the output, so replays can be told apart.
+    pub pipeline_version: String,
+    /// raw.* -> parsed
+    pub parse: Stage,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages {
+            pipeline_version: "1".into(),
+            parse: Stage::default(),
+        }
+    }
+}
+
+/// One stage's topics and transaction settings; unset topics take the
+/// stage's defaults (`parse`: output `parsed`, group `firstmile-parse`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stage {
+    pub output: Option<String>,
+    pub dlq: String,
+    /// Consumer group; all workers of the stage share it.
+    pub group: Option<String>,
+    /// This worker's name in the group; with the group it forms the
+    /// transactional id, so a restarted worker fences its earlier self.
+    /// Default: the host name (one worker per host).
+    pub instance_id: Option<String>,
+    /// A transaction ends after this many records…
+    pub batch_records: usize,
+    /// …or this long after its first record.
+    pub batch_ms: u64,
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage {
+            output: None,
+            dlq: "dlq".into(),
+            group: None,
+            instance_id: None,
+            batch_records: 2000,
+            batch_ms: 200,
+        }
+    }
 }
 
 /// Enrichment data shared by every source (paths relative to the working

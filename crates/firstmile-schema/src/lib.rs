@@ -27,6 +27,23 @@ pub enum RegistryError {
     InvalidSchema(String),
 }
 
+/// Confluent wire format: magic byte 0, the schema id (big-endian), the datum.
+pub fn confluent_frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// The schema id and datum of a Confluent-framed value.
+pub fn confluent_unframe(value: &[u8]) -> Option<(u32, &[u8])> {
+    match value {
+        [0, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => None,
+    }
+}
+
 /// The subject a topic's value schema is registered under (TopicNameStrategy).
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")

@@ -63,6 +63,8 @@ enum Command {
     Ingest,
     /// Run every role of the pipeline in this process (today: ingest).
     Run,
+    /// Run one processing stage (a consumer group member) until SIGINT/SIGTERM.
+    Process(commands::process::ProcessArgs),
     /// Send a file or stdin into a source's raw topic, one event per line.
     Produce(commands::produce::ProduceArgs),
     /// Run a source's parser on lines from a file or stdin, without Kafka;
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => commands::migrate::run(&settings, args).await,
             Command::Schemas(cmd) => commands::schemas::run(&settings, cmd).await,
             Command::Ingest | Command::Run => commands::ingest::run(&settings).await,
+            Command::Process(args) => commands::process::run(&settings, args).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),
         }

@@ -1,0 +1,318 @@
+//! The parse stage against the real broker and registry: SIGKILL the worker
+//! several times mid-stream and restart it; `parsed`, read with
+//! read_committed, holds every good input record exactly once, and `dlq`
+//! every bad one, with its reason.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+fn brokers() -> String {
+    std::env::var("FIRSTMILE_KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn registry() -> String {
+    std::env::var("FIRSTMILE_SCHEMA_REGISTRY__URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test.{prefix}.{}.{nanos}", std::process::id())
+}
+
+async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+/// Every committed record of a topic.
+fn read_committed(topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    // Committed data only: once no record arrives for 3 s, all has been read.
+    while let Some(m) = consumer.poll(Duration::from_secs(3)) {
+        out.push(m.unwrap().detach());
+    }
+    out
+}
+
+/// A worker process, killed when dropped so a failing test leaves none behind.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(dir: &Path, instance: &str) -> Worker {
+    let child = Command::new(env!("CARGO_BIN_EXE_firstmile"))
+        .current_dir(dir)
+        .args(["process", "--stage", "parse"])
+        .env("FIRSTMILE_KAFKA__BROKERS", brokers())
+        .env("FIRSTMILE_SCHEMA_REGISTRY__URL", registry())
+        .env("FIRSTMILE_STAGES__PARSE__INSTANCE_ID", instance)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Worker(child)
+}
+
+fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
+    match record {
+        Value::Record(fields) => &fields.iter().find(|(n, _)| n == name).unwrap().1,
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+const N: usize = 50_000;
+
+/// Unique topics with N raw records (real Linux syslog lines, every 500th bad)
+/// and a configuration directory for the workers.
+struct Fixture {
+    raw: String,
+    parsed: String,
+    dlq: String,
+    bad: usize,
+    dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let (raw, parsed, dlq) = (unique("raw.linux"), unique("parsed"), unique("dlq"));
+    create_topics(&[&raw], 3).await;
+    create_topics(&[&parsed, &dlq], 3).await;
+    let lines: Vec<Vec<u8>> = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/loghub/Linux/Linux_2k.log"),
+    )
+    .unwrap()
+    .split(|&b| b == b'\n')
+    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+    .filter(|l| !l.is_empty())
+    .collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    let mut bad = 0;
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            let value = if i % 500 == 499 {
+                bad += 1;
+                b"\xff\xfe not text".to_vec()
+            } else {
+                lines[i % lines.len()].clone()
+            };
+            (format!("linux/host-{}", i % 7), value)
+        })
+        .collect();
+    let sends: Vec<_> = records
+        .iter()
+        .map(|(key, value)| {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "firstmile.source",
+                value: Some("linux"),
+            });
+            producer.send(
+                FutureRecord::to(&raw)
+                    .key(key)
+                    .payload(value)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+        })
+        .collect();
+    for s in futures::future::join_all(sends).await {
+        s.map_err(|(e, _)| e).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("firstmile.toml"),
+        format!(
+            "[sources.linux]\ntopic = \"{raw}\"\n[sources.linux.parse]\nformat = \"syslog\"\n\
+             [stages.parse]\noutput = \"{parsed}\"\ndlq = \"{dlq}\"\ngroup = \"{}\"\nbatch_records = 500\n\
+             [metrics]\nlisten = \"\"\n",
+            unique("group")
+        ),
+    )
+    .unwrap();
+    Fixture {
+        raw,
+        parsed,
+        dlq,
+        bad,
+        dir,
+    }
+}
+
+impl Fixture {
+    fn committed(&self) -> usize {
+        read_committed(&self.parsed).len() + read_committed(&self.dlq).len()
+    }
+
+    /// Waits for every record, stops the workers with SIGTERM, checks the
+    /// output: every good record exactly once, every bad one in dlq.
+    async fn finish_and_verify(self, workers: Vec<Worker>) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let done = self.committed();
+            if done >= N {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {done} of {N} records processed"
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        for mut worker in workers {
+            sigterm(&worker.0);
+            assert!(
+                worker.0.wait().unwrap().success(),
+                "a worker stops cleanly on SIGTERM"
+            );
+        }
+        let schema = firstmile_event::event_schema();
+        let reader = GenericDatumReader::builder(&schema).build().unwrap();
+        let events = read_committed(&self.parsed);
+        assert_eq!(events.len(), N - self.bad, "every good record exactly once");
+        let mut ids = BTreeSet::new();
+        let mut origins = BTreeSet::new();
+        for m in &events {
+            let (_, datum) = firstmile_schema::confluent_unframe(m.payload().unwrap()).unwrap();
+            let value = reader.read_value(&mut &datum[..]).unwrap();
+            let Value::Uuid(id) = field(&value, "event_id") else {
+                panic!("event_id")
+            };
+            assert!(ids.insert(*id), "duplicate event_id {id}");
+            let origin = field(&value, "origin");
+            let (Value::Int(p), Value::Long(o)) =
+                (field(origin, "partition"), field(origin, "offset"))
+            else {
+                panic!("origin")
+            };
+            assert!(origins.insert((*p, *o)));
+        }
+        let dead = read_committed(&self.dlq);
+        assert_eq!(dead.len(), self.bad);
+        for m in &dead {
+            assert_eq!(
+                m.payload(),
+                Some(&b"\xff\xfe not text"[..]),
+                "the original bytes"
+            );
+            let header = |name: &str| {
+                m.headers()
+                    .unwrap()
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+            };
+            assert_eq!(
+                header("firstmile.dlq.error_kind"),
+                Some(&b"invalid_utf8"[..])
+            );
+            assert_eq!(
+                header("firstmile.source"),
+                Some(&b"linux"[..]),
+                "the original headers are kept"
+            );
+        }
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+        let _ = admin
+            .delete_topics(&[&self.raw, &self.parsed, &self.dlq], &AdminOptions::new())
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_parse_workers_lose_and_duplicate_nothing() {
+    let f = fixture().await;
+    // Kill the worker three times mid-stream, then let a fresh one finish.
+    for round in 0..3 {
+        let worker = spawn_worker(f.dir.path(), "w1");
+        tokio::time::sleep(Duration::from_millis(3000 + 700 * round)).await;
+        drop(worker); // SIGKILL
+    }
+    // The kills must have landed mid-stream: some work done, not all.
+    let after_kills = f.committed();
+    eprintln!("after three SIGKILLs: {after_kills} of {N} records committed");
+    assert!(
+        after_kills > 0 && after_kills < N,
+        "{after_kills} of {N}: the kills did not interrupt the stream"
+    );
+    let worker = spawn_worker(f.dir.path(), "w1");
+    f.finish_and_verify(vec![worker]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
+    let f = fixture().await;
+    // Two workers split the partitions; one is killed mid-stream, a third joins.
+    let w1 = spawn_worker(f.dir.path(), "w1");
+    let w2 = spawn_worker(f.dir.path(), "w2");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(w2); // SIGKILL
+    let after_kill = f.committed();
+    eprintln!("after killing one of two workers: {after_kill} of {N} records committed");
+    assert!(after_kill < N, "the kill did not interrupt the stream");
+    let w3 = spawn_worker(f.dir.path(), "w3");
+    f.finish_and_verify(vec![w1, w3]).await;
+}
+
+fn sigterm(child: &Child) {
+    // `kill -TERM`: a clean stop, as an orchestrator sends it.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
