@@ -35,15 +35,19 @@ async fn timescaledb() -> Client {
     .await
 }
 
+/// Distinct per call: tests run in parallel threads and the clock is coarse.
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn schema(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     format!(
-        "test_{prefix}_{}_{}",
+        "test_{prefix}_{}_{}_{}",
         std::process::id(),
-        nanos % 1_000_000_000
+        nanos % 1_000_000_000,
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
 

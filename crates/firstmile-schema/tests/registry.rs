@@ -15,12 +15,19 @@ fn registry(url: Option<&str>) -> Registry {
     Registry::new(&config).unwrap()
 }
 
+/// Distinct per call: tests run in parallel threads and the clock is coarse.
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_id() -> u64 {
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn topic() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("test.schemas.{}.{nanos}", std::process::id())
+    format!("test.schemas.{}.{nanos}.{}", std::process::id(), next_id())
 }
 
 const SHIPPED: &str = include_str!("../../../topics/events.avsc");

@@ -15,12 +15,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Distinct per call: tests run in parallel threads and the clock is coarse.
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_id() -> u64 {
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("test.{prefix}.{}.{nanos}", std::process::id())
+    format!("test.{prefix}.{}.{nanos}.{}", std::process::id(), next_id())
 }
 
 pub fn base_config() -> Config {
