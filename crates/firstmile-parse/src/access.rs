@@ -56,25 +56,9 @@ pub fn parse_access_log(line: &str) -> Option<Fields> {
     Some(fields)
 }
 
-/// Reads up to the closing quote (`\"` escapes one); returns (content, rest).
+/// Access logs escape only the quote.
 fn quoted(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &s[i + 1..])),
-            '\\' => {
-                if let Some((_, e)) = chars.next() {
-                    if e != '"' {
-                        out.push('\\');
-                    }
-                    out.push(e);
-                }
-            }
-            _ => out.push(c),
-        }
-    }
-    None
+    crate::quoted::read_quoted(s, |e| (e == '"').then_some('"'))
 }
 
 #[cfg(test)]

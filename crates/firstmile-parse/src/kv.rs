@@ -38,27 +38,13 @@ pub fn parse_kv(line: &str) -> Option<Fields> {
     Some(fields)
 }
 
+/// logfmt escapes the quote, the backslash and newlines.
 fn unquote(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &s[i + 1..])),
-            '\\' => {
-                let (_, e) = chars.next()?;
-                match e {
-                    '"' | '\\' => out.push(e),
-                    'n' => out.push('\n'),
-                    other => {
-                        out.push('\\');
-                        out.push(other);
-                    }
-                }
-            }
-            _ => out.push(c),
-        }
-    }
-    None
+    crate::quoted::read_quoted(s, |e| match e {
+        '"' | '\\' => Some(e),
+        'n' => Some('\n'),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod grok;
 pub mod json;
 pub mod kv;
 mod patterns;
+mod quoted;
 pub mod rfc5424;
 pub mod syslog;
 pub mod timestamp;

@@ -72,24 +72,9 @@ fn structured_data<'a>(mut s: &'a str, fields: &mut Fields) -> Option<&'a str> {
     Some(s)
 }
 
+/// RFC 5424 PARAM-VALUE escapes `"`, `\\` and `]`.
 fn unescape_until_quote(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((out, &s[i + 1..])),
-            '\\' => match chars.next() {
-                Some((_, e @ ('"' | '\\' | ']'))) => out.push(e),
-                Some((_, other)) => {
-                    out.push('\\');
-                    out.push(other);
-                }
-                None => return None,
-            },
-            _ => out.push(c),
-        }
-    }
-    None
+    crate::quoted::read_quoted(s, |e| matches!(e, '"' | '\\' | ']').then_some(e))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use firstmile_config::{Parse, ParseFormat};
 use firstmile_enrich::{Enricher, SourceRules};
 use firstmile_event::Origin;
@@ -21,23 +21,24 @@ pub struct ParseArgs {
     /// Use this source's parser from the configuration.
     #[arg(long, conflicts_with = "format")]
     source: Option<String>,
-    /// Use a parser of this format with default settings.
-    #[arg(long)]
-    format: Option<FormatArg>,
+    /// Use a parser of this format with default settings: raw, syslog,
+    /// rfc5424, access, apache_error, json, kv, cef (grok needs patterns: use --source).
+    #[arg(long, value_parser = parse_format)]
+    format: Option<ParseFormat>,
     /// File to read; `-` or nothing reads stdin.
     file: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Raw,
-    Syslog,
-    Rfc5424,
-    Access,
-    ApacheError,
-    Json,
-    Kv,
-    Cef,
+/// The configuration's format names, so the CLI and `firstmile.toml` agree.
+fn parse_format(name: &str) -> Result<ParseFormat, String> {
+    use serde::de::IntoDeserializer;
+    use serde::Deserialize;
+    let format = ParseFormat::deserialize(name.into_deserializer())
+        .map_err(|e: serde::de::value::Error| e.to_string())?;
+    if format == ParseFormat::Grok {
+        return Err("grok needs patterns: configure a source and use --source".into());
+    }
+    Ok(format)
 }
 
 pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
@@ -50,26 +51,14 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
                 .with_context(|| format!("unknown source `{name}` (not in [sources])"))?;
             (name.clone(), source.parse.clone(), source.enrich.clone())
         }
-        (None, Some(format)) => {
-            let format = match format {
-                FormatArg::Raw => ParseFormat::Raw,
-                FormatArg::Syslog => ParseFormat::Syslog,
-                FormatArg::Rfc5424 => ParseFormat::Rfc5424,
-                FormatArg::Access => ParseFormat::Access,
-                FormatArg::ApacheError => ParseFormat::ApacheError,
-                FormatArg::Json => ParseFormat::Json,
-                FormatArg::Kv => ParseFormat::Kv,
-                FormatArg::Cef => ParseFormat::Cef,
-            };
-            (
-                "cli".to_string(),
-                Parse {
-                    format,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-        }
+        (None, Some(format)) => (
+            "cli".to_string(),
+            Parse {
+                format,
+                ..Default::default()
+            },
+            Default::default(),
+        ),
         (None, None) => bail!("give --source NAME or --format FORMAT"),
     };
     let mut parser = SourceParser::new(&parse).with_context(|| format!("sources.{name}.parse"))?;
