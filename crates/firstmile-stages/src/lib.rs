@@ -168,7 +168,7 @@ fn transact(
     let mut counts: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for record in batch {
         let source = step.source_of(record);
-        let count = counts.entry(source).or_default();
+        let count = counts.entry(source.clone()).or_default();
         count.0 += 1;
         let key = record.key().unwrap_or_default();
         match step.apply(record) {
@@ -190,7 +190,7 @@ fn transact(
                         .headers(headers),
                 )?;
                 count.2 += 1;
-                metrics.discarded(&step.source_of(record), &format!("dlq_{kind}"), 1);
+                metrics.discarded(&source, &format!("dlq_{kind}"), 1);
             }
         }
         next_offsets.insert(

@@ -20,7 +20,8 @@ pub struct ParseStep {
     /// Raw topic → the source that lands there first (for records without a
     /// `firstmile.source` header, written by other producers).
     topic_source: BTreeMap<String, String>,
-    schema: Schema,
+    /// Built once: resolving the schema per record cost more than encoding.
+    writer: GenericDatumWriter<'static>,
     schema_id: u32,
     pipeline_version: String,
 }
@@ -69,12 +70,21 @@ impl ParseStep {
         let step = ParseStep {
             parsers,
             topic_source,
-            schema: firstmile_event::event_schema(),
+            writer: event_writer()?,
             schema_id,
             pipeline_version: config.stages.pipeline_version.clone(),
         };
         Ok((topics, step))
     }
+}
+
+/// The writer borrows its schema for as long as it lives; one schema per
+/// stage worker is leaked on purpose so the writer can be kept.
+fn event_writer() -> Result<GenericDatumWriter<'static>, StageError> {
+    let schema: &'static Schema = Box::leak(Box::new(firstmile_event::event_schema()));
+    GenericDatumWriter::builder(schema)
+        .build()
+        .map_err(|e| StageError::Setup(format!("event schema: {e}")))
 }
 
 async fn register_with_retry(registry: &Registry, subject: &str) -> Result<u32, StageError> {
@@ -139,18 +149,13 @@ impl Step for ParseStep {
         };
         let payload = record.payload().unwrap_or_default();
         match parser.parse(payload, origin, received_at, &self.pipeline_version) {
-            Ok(event) => {
-                let encoded = GenericDatumWriter::builder(&self.schema)
-                    .build()
-                    .and_then(|w| w.write_value_to_vec(event.to_avro()));
-                match encoded {
-                    Ok(datum) => Outcome::Output(confluent_frame(self.schema_id, &datum)),
-                    Err(e) => Outcome::DeadLetter {
-                        kind: "encoding",
-                        message: e.to_string(),
-                    },
-                }
-            }
+            Ok(event) => match self.writer.write_value_to_vec(event.to_avro()) {
+                Ok(datum) => Outcome::Output(confluent_frame(self.schema_id, &datum)),
+                Err(e) => Outcome::DeadLetter {
+                    kind: "encoding",
+                    message: e.to_string(),
+                },
+            },
             Err(failure) => Outcome::DeadLetter {
                 kind: failure.kind,
                 message: failure.message,
