@@ -3,13 +3,11 @@
 //! headers, the group's offset is committed; an Avro schema is registered, fetched
 //! by id and used for a Confluent-wire-format round trip.
 
-mod common;
-
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use common::{kafka, unique};
 use firstmile_kafka::{client_config, ClientKind};
+use firstmile_testkit::{kafka, unique};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};

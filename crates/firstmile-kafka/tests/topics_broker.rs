@@ -1,12 +1,10 @@
 //! `topics plan/apply` against the real broker of `scripts/stack`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{kafka, unique};
 use firstmile_kafka::topics::{load_dir, Change, Refusal, TopicAdmin, TopicsError};
+use firstmile_testkit::{kafka, unique};
 
 fn declare(dir: &Path, text: &str) {
     std::fs::write(dir.join("topics.toml"), text).unwrap();

@@ -143,7 +143,7 @@ async fn acknowledged_events_survive_a_broker_outage_exactly_once() {
         }
     }
 
-    let stored = values(&read_topic(&config, &topic));
+    let stored = values(&read_topic(&topic));
     let mut seen = BTreeSet::new();
     for v in &stored {
         assert!(

@@ -72,7 +72,7 @@ async fn http_lands_each_line_unmodified_plain_gzip_and_zstd() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let got = read_topic(&config, &linux);
+    let got = read_topic(&linux);
     assert_same_events("Linux", &got);
     // One stream, one key: every record in one partition, so in order.
     let first = &got[0];
@@ -93,8 +93,8 @@ async fn http_lands_each_line_unmodified_plain_gzip_and_zstd() {
     let t_ms = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert_eq!(ts, t_ms, "record timestamp is the received_at instant");
 
-    assert_same_events("OpenSSH", &read_topic(&config, &openssh));
-    assert_same_events("Apache", &read_topic(&config, &apache));
+    assert_same_events("OpenSSH", &read_topic(&openssh));
+    assert_same_events("Apache", &read_topic(&apache));
     receivers.shutdown(Duration::from_secs(5)).await;
     delete_topics(&config).await;
 }
@@ -157,9 +157,9 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_same_events("HDFS", &read_topic(&config, &hdfs));
-    assert_same_events("Zookeeper", &read_topic(&config, &zookeeper));
-    let got = read_topic(&config, &spark);
+    assert_same_events("HDFS", &read_topic(&hdfs));
+    assert_same_events("Zookeeper", &read_topic(&zookeeper));
+    let got = read_topic(&spark);
     assert_same_events("Spark", &got);
     assert_eq!(header(&got[0], headers::RECEIVER), Some(&b"syslog-udp"[..]));
     assert_eq!(got[0].key(), Some(&b"spark/127.0.0.1"[..]));
@@ -192,7 +192,7 @@ async fn produce_sends_a_file_with_multiline_joining() {
     .await
     .unwrap();
     assert_eq!((report.events, report.stored), (2000, 2000));
-    let got = read_topic(&config, &android);
+    let got = read_topic(&android);
     assert_same_events("Android", &got);
     assert_eq!(got[0].key(), Some(&b"android/laptop"[..]));
     assert_eq!(header(&got[0], headers::RECEIVER), Some(&b"file"[..]));
@@ -211,7 +211,7 @@ async fn produce_sends_a_file_with_multiline_joining() {
     .unwrap();
     assert_eq!(report.stored, 2);
     assert_eq!(
-        values(&read_topic(&config, &java)),
+        values(&read_topic(&java)),
         vec![
             b"2026-01-01 10:00:00 ERROR failed\r\njava.lang.RuntimeException: x\r\n\tat a.B(B.java:1)".to_vec(),
             b"2026-01-01 10:00:01 INFO ok".to_vec(),

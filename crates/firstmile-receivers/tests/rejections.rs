@@ -113,7 +113,7 @@ async fn http_refuses_unknown_sources_bad_tokens_oversize_and_bad_encodings() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"accepted":2}"#);
     assert_eq!(
-        values(&read_topic(&config, &topic)),
+        values(&read_topic(&topic)),
         vec![b"fine 1".to_vec(), b"fine 2".to_vec()]
     );
 
@@ -175,13 +175,13 @@ async fn garbage_tcp_framing_closes_that_connection_only() {
         .unwrap();
     good.shutdown().await.unwrap();
     for _ in 0..100 {
-        if read_topic(&config, &topic).len() == 2 {
+        if read_topic(&topic).len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        values(&read_topic(&config, &topic)),
+        values(&read_topic(&topic)),
         vec![
             b"good!".to_vec(),
             b"<13>Nov 23 10:00:00 host app: after".to_vec()
@@ -247,7 +247,7 @@ async fn every_udp_datagram_is_either_stored_or_counted_as_dropped() {
     // Shutdown records the kernel's last drop count: read the metrics after it.
     receivers.shutdown(Duration::from_secs(5)).await;
     let text = metrics.encode();
-    let stored = read_topic(&config, &topic).len() as u64;
+    let stored = read_topic(&topic).len() as u64;
     let discarded = sample(
         &text,
         "firstmile_component_discarded_events_total",

@@ -1,7 +1,5 @@
 //! The registry client against the registry of `scripts/stack`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use firstmile_schema::{value_subject, Compatibility, Registry, RegistryError};
 
 fn registry(url: Option<&str>) -> Registry {
@@ -15,27 +13,12 @@ fn registry(url: Option<&str>) -> Registry {
     Registry::new(&config).unwrap()
 }
 
-/// Distinct per call: tests run in parallel threads and the clock is coarse.
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn next_id() -> u64 {
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-fn topic() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test.schemas.{}.{nanos}.{}", std::process::id(), next_id())
-}
-
 const SHIPPED: &str = include_str!("../../../topics/events.avsc");
 
 #[tokio::test]
 async fn check_then_register_then_evolve_the_event_schema() {
     let r = registry(None);
-    let subject = value_subject(&topic());
+    let subject = value_subject(&firstmile_testkit::unique("schemas"));
     assert_eq!(
         r.check(&subject, SHIPPED).await.unwrap(),
         Compatibility::NotRegistered

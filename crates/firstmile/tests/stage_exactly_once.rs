@@ -4,86 +4,19 @@
 //! every bad one, with its reason.
 
 use std::collections::BTreeSet;
+
+use firstmile_testkit::{
+    brokers, create_topics, delete_topics, read_committed, registry_url, unique, written,
+};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-fn brokers() -> String {
-    std::env::var("FIRSTMILE_KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn registry() -> String {
-    std::env::var("FIRSTMILE_SCHEMA_REGISTRY__URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
-}
-
-/// Distinct per call: tests run in parallel threads and the clock is coarse.
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn next_id() -> u64 {
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test.{prefix}.{}.{nanos}.{}", std::process::id(), next_id())
-}
-
-async fn create_topics(names: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
-
-/// Every committed record of a topic.
-fn read_committed(topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    // Committed data only: once no record arrives for 3 s, all has been read.
-    while let Some(m) = consumer.poll(Duration::from_secs(3)) {
-        out.push(m.unwrap().detach());
-    }
-    out
-}
+use rdkafka::ClientConfig;
 
 /// A worker process, killed when dropped so a failing test leaves none behind.
 struct Worker(Child);
@@ -100,7 +33,7 @@ fn spawn_worker(dir: &Path, instance: &str) -> Worker {
         .current_dir(dir)
         .args(["process", "--stage", "parse"])
         .env("FIRSTMILE_KAFKA__BROKERS", brokers())
-        .env("FIRSTMILE_SCHEMA_REGISTRY__URL", registry())
+        .env("FIRSTMILE_SCHEMA_REGISTRY__URL", registry_url())
         .env("FIRSTMILE_STAGES__PARSE__INSTANCE_ID", instance)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -197,28 +130,6 @@ async fn fixture() -> Fixture {
     }
 }
 
-/// Records written to a topic so far, committed or not (and transaction
-/// markers): quick, and never less than what is committed.
-fn written(topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap();
-            high - low
-        })
-        .sum()
-}
-
 impl Fixture {
     fn written(&self) -> i64 {
         written(&self.parsed) + written(&self.dlq)
@@ -296,13 +207,7 @@ impl Fixture {
                 "the original headers are kept"
             );
         }
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-        let _ = admin
-            .delete_topics(&[&self.raw, &self.parsed, &self.dlq], &AdminOptions::new())
-            .await;
+        delete_topics(&[&self.raw, &self.parsed, &self.dlq]).await;
     }
 }
 

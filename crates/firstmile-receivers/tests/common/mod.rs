@@ -3,38 +3,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use firstmile_config::{Config, Source, SyslogListener, SyslogProtocol};
-use firstmile_kafka::{client_config, ClientKind};
 use firstmile_metrics::Metrics;
 use firstmile_receivers::Receivers;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 
-/// Distinct per call: tests run in parallel threads and the clock is coarse.
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-fn next_id() -> u64 {
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-pub fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test.{prefix}.{}.{nanos}.{}", std::process::id(), next_id())
-}
+pub use firstmile_testkit::{read_topic, unique};
 
 pub fn base_config() -> Config {
-    let mut c = Config::default();
-    if let Ok(b) = std::env::var("FIRSTMILE_KAFKA__BROKERS") {
-        c.kafka.brokers = b;
-    }
+    let mut c = Config {
+        kafka: firstmile_testkit::kafka(),
+        ..Default::default()
+    };
     c.ingest.http.listen = "127.0.0.1:0".into();
     c
 }
@@ -42,22 +23,7 @@ pub fn base_config() -> Config {
 /// Adds a source with a fresh raw topic (created with `partitions`).
 pub async fn add_source(config: &mut Config, name: &str, partitions: i32) -> String {
     let topic = unique(&format!("raw.{name}"));
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.kafka, ClientKind::Admin)
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            [
-                &NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))
-                    .set("max.message.bytes", "4194304"),
-            ],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
+    firstmile_testkit::create_topics(&[&topic], partitions).await;
     config.sources.insert(
         name.to_string(),
         Source {
@@ -70,16 +36,13 @@ pub async fn add_source(config: &mut Config, name: &str, partitions: i32) -> Str
 
 /// Deletes the test's topics from the shared local broker.
 pub async fn delete_topics(config: &Config) {
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.kafka, ClientKind::Admin)
-        .create()
-        .unwrap();
     let topics: Vec<String> = config
         .sources
         .values()
         .filter_map(|s| s.topic.clone())
         .collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    firstmile_testkit::delete_topics(&names).await;
 }
 
 pub fn add_syslog(config: &mut Config, name: &str, protocol: SyslogProtocol, source: &str) {
@@ -97,44 +60,6 @@ pub async fn start(config: &Config) -> (Receivers, Arc<Metrics>) {
     let metrics = Metrics::new();
     let receivers = firstmile_receivers::start(config, &metrics).await.unwrap();
     (receivers, metrics)
-}
-
-/// Every record of `topic`, partition by partition, in offset order.
-pub fn read_topic(config: &Config, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = client_config(&config.kafka, ClientKind::Consumer)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(low))
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut next = low;
-        while next < high {
-            match consumer.poll(Duration::from_secs(10)) {
-                Some(Ok(m)) => {
-                    next = m.offset() + 1;
-                    out.push(m.detach());
-                }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => panic!("reading {topic}: nothing within 10 s at offset {next} of {high}"),
-            }
-        }
-    }
-    out
 }
 
 pub fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a [u8]> {

@@ -1,0 +1,157 @@
+//! Test support (a dev-dependency only) for the suites that run against the
+//! local stack of `scripts/stack`: names no other test or run uses, the
+//! stack's addresses from `scripts/stack env`, and topics to create, read and
+//! delete. Panics are the point here: a broken stack fails the test.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Distinct per call: tests run in parallel threads and the clock is coarse.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A topic, group or subject name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("test.{prefix}.{}.{nanos}.{n}", std::process::id())
+}
+
+/// The stack's brokers (`FIRSTMILE_KAFKA__BROKERS`, else the default port).
+pub fn brokers() -> String {
+    std::env::var("FIRSTMILE_KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The stack's schema registry (`FIRSTMILE_SCHEMA_REGISTRY__URL`, else the default).
+pub fn registry_url() -> String {
+    std::env::var("FIRSTMILE_SCHEMA_REGISTRY__URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+/// `[kafka]` for the stack.
+pub fn kafka() -> firstmile_config::Kafka {
+    firstmile_config::Kafka {
+        brokers: brokers(),
+        ..Default::default()
+    }
+}
+
+fn client() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    c
+}
+
+/// Creates topics with `partitions` each; raw-topic sized records allowed.
+pub async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(n, partitions, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "4194304")
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(&topics, &options).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Deletes topics from the shared local broker (best effort).
+pub async fn delete_topics(names: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+    let _ = admin.delete_topics(names, &AdminOptions::new()).await;
+}
+
+/// Every record of a topic written without transactions, partition by
+/// partition, in offset order, up to the high watermarks.
+pub fn read_topic(topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = client()
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut next = low;
+        while next < high {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    next = m.offset() + 1;
+                    out.push(m.detach());
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => panic!("reading {topic}: nothing within 10 s at offset {next} of {high}"),
+            }
+        }
+    }
+    out
+}
+
+/// Every committed record of a transactionally written topic. Transaction
+/// markers make high watermarks unreachable, so this reads until nothing has
+/// arrived for 3 s.
+pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = client()
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = consumer.poll(Duration::from_secs(3)) {
+        out.push(m.unwrap().detach());
+    }
+    out
+}
+
+/// Records written to a topic so far, committed or not, transaction markers
+/// included: quick, and never less than what is committed.
+pub fn written(topic: &str) -> i64 {
+    let consumer: BaseConsumer = client().create().unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
