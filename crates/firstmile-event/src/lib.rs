@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use avro::{event_schema, EVENT_SCHEMA};
+pub use avro::{event_schema, FromAvroError, EVENT_SCHEMA};
 pub use mapping::{from_fields, MappingError};
 
 /// Namespace of firstmile's event ids (a fixed, random UUID).

@@ -137,5 +137,62 @@ fn events_are_valid_avro_of_the_shipped_schema_and_round_trip() {
         let reader = GenericDatumReader::builder(&schema).build().unwrap();
         let back = reader.read_value(&mut &bytes[..]).unwrap();
         assert_eq!(back, value);
+        assert_eq!(&Event::from_avro(&back).unwrap(), event);
     }
+}
+
+#[test]
+fn an_event_written_with_an_older_schema_reads_with_defaults() {
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::types::Value;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use apache_avro::Schema;
+    use firstmile_event::{event_schema, EVENT_SCHEMA};
+
+    // The shipped schema without `threat`, `labels` and `fields`: an older
+    // writer. Schema resolution fills the reader's defaults.
+    let mut old: serde_json::Value = serde_json::from_str(EVENT_SCHEMA).unwrap();
+    old["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| !["threat", "labels", "fields"].contains(&f["name"].as_str().unwrap()));
+    let old = Schema::parse_str(&old.to_string()).unwrap();
+    let reader_schema = event_schema();
+
+    let mut event = Event::new(origin(9), "2026-01-01T00:00:00Z".parse().unwrap(), "1");
+    event.message = Some("hello".into());
+    let Value::Record(mut fields) = event.to_avro() else {
+        unreachable!()
+    };
+    fields.retain(|(n, _)| !["threat", "labels", "fields"].contains(&n.as_str()));
+    let bytes = GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Value::Record(fields))
+        .unwrap();
+    let value = GenericDatumReader::builder(&old)
+        .reader_schema(&reader_schema)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
+    assert_eq!(Event::from_avro(&value).unwrap(), event);
+}
+
+#[test]
+fn values_of_another_shape_are_errors_not_panics() {
+    use apache_avro::types::Value;
+    assert!(Event::from_avro(&Value::Null).is_err());
+    let mut event = Event::new(origin(1), "2026-01-01T00:00:00Z".parse().unwrap(), "1");
+    event.source.port = Some(22);
+    let Value::Record(mut fields) = event.to_avro() else {
+        unreachable!()
+    };
+    for (name, value) in fields.iter_mut() {
+        if name == "pipeline_version" {
+            *value = Value::Long(1);
+        }
+    }
+    let err = Event::from_avro(&Value::Record(fields)).unwrap_err();
+    assert!(err.to_string().contains("pipeline_version"), "{err}");
 }
