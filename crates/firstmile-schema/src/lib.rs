@@ -5,6 +5,13 @@
 //!
 //! Errors say whether the registry was unavailable (retry: an outage is never
 //! bad data) or refused the request.
+//!
+//! [`Decoder`] reads Confluent-framed Avro values: writer schemas are fetched
+//! by id and cached, and values are resolved to a reader schema.
+
+mod decoder;
+
+pub use decoder::{DecodeError, Decoder};
 
 use std::time::Duration;
 
@@ -202,6 +209,33 @@ impl Registry {
                 latest_version,
                 messages,
             })
+        }
+    }
+
+    /// The schema registered under `id`; `None` if the registry has no such id
+    /// (the one answer that makes a record carrying the id bad data).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Option<String>, RegistryError> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, &format!("/schemas/ids/{id}"), None)
+            .await?;
+        match status {
+            200 => {
+                // Only Avro: a schema of another type is not ours to decode.
+                if let Some(kind) = body["schemaType"].as_str().filter(|t| *t != "AVRO") {
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "schema {id} is {kind}, not Avro"
+                    )));
+                }
+                body["schema"]
+                    .as_str()
+                    .map(|s| Some(s.to_string()))
+                    .ok_or_else(|| RegistryError::Rejected {
+                        status,
+                        message: format!("no schema in {body}"),
+                    })
+            }
+            404 => Ok(None),
+            _ => Err(Self::rejected(status, body)),
         }
     }
 

@@ -83,3 +83,69 @@ async fn invalid_schemas_and_outages_are_told_apart() {
     let err = down.check("x-value", SHIPPED).await.unwrap_err();
     assert!(matches!(err, RegistryError::Unavailable(_)), "{err}");
 }
+
+/// A port nothing listens on: the registry is down.
+fn down() -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    registry(Some(&format!("http://127.0.0.1:{port}")))
+}
+
+#[tokio::test]
+async fn decoder_fetches_writer_schemas_by_id_and_sorts_bad_values_by_kind() {
+    use apache_avro::types::Value;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use firstmile_schema::{confluent_frame, Decoder};
+
+    let r = registry(None);
+    let subject = value_subject(&firstmile_testkit::unique("decoder"));
+    let writer_text = r#"{"type":"record","name":"Beat","fields":[{"name":"n","type":"long"}]}"#;
+    let id = r.register(&subject, writer_text).await.unwrap();
+    // The reader has a field the writer lacks, with a default.
+    let reader = apache_avro::Schema::parse_str(
+        r#"{"type":"record","name":"Beat","fields":[{"name":"n","type":"long"},
+            {"name":"tag","type":"string","default":"none"}]}"#,
+    )
+    .unwrap();
+    let writer = apache_avro::Schema::parse_str(writer_text).unwrap();
+    let datum = GenericDatumWriter::builder(&writer)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Value::Record(vec![("n".into(), Value::Long(7))]))
+        .unwrap();
+    let good = confluent_frame(id, &datum);
+    let unknown_id = id + 1_000_000;
+    let unknown = confluent_frame(unknown_id, &datum);
+
+    // The registry is down: fetching fails, and nothing is remembered.
+    let mut decoder = Decoder::new(down(), reader.clone());
+    assert_eq!(decoder.missing([&good[..]]), vec![id]);
+    assert!(matches!(
+        decoder.fetch(id).await,
+        Err(RegistryError::Unavailable(_))
+    ));
+    assert_eq!(decoder.missing([&good[..]]), vec![id]);
+
+    let mut decoder = Decoder::new(registry(None), reader);
+    let mut ids = decoder.missing([&good[..], &unknown[..], &good[..], b"plain text"]);
+    ids.sort();
+    assert_eq!(ids, vec![id, unknown_id]);
+    for id in ids {
+        decoder.fetch(id).await.unwrap();
+    }
+    assert!(decoder.missing([&good[..], &unknown[..]]).is_empty());
+    assert_eq!(
+        decoder.decode(&good).unwrap(),
+        Value::Record(vec![
+            ("n".into(), Value::Long(7)),
+            ("tag".into(), Value::String("none".into()))
+        ])
+    );
+    assert_eq!(decoder.decode(&unknown).unwrap_err().kind, "unknown_schema");
+    assert_eq!(decoder.decode(b"plain text").unwrap_err().kind, "not_avro");
+    let truncated = &good[..good.len() - 1];
+    assert_eq!(decoder.decode(truncated).unwrap_err().kind, "avro_decode");
+}
