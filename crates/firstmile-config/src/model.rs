@@ -33,6 +33,8 @@ pub struct Stages {
     pub pipeline_version: String,
     /// raw.* -> parsed
     pub parse: Stage,
+    /// parsed -> events
+    pub enrich: Stage,
 }
 
 impl Default for Stages {
@@ -40,15 +42,34 @@ impl Default for Stages {
         Stages {
             pipeline_version: "1".into(),
             parse: Stage::default(),
+            enrich: Stage::default(),
         }
     }
 }
 
+/// How a stage makes its writes and its progress durable together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outputs and consumed offsets in one Kafka transaction: each input
+    /// appears downstream once, for `read_committed` readers.
+    #[default]
+    ExactlyOnce,
+    /// For brokers without transactions: outputs are flushed, then offsets
+    /// committed; a crash in between writes the batch again (duplicates,
+    /// never loss). Sinks are idempotent on `event_id`, so the tables and
+    /// indices still converge.
+    AtLeastOnce,
+}
+
 /// One stage's topics and transaction settings; unset topics take the
-/// stage's defaults (`parse`: output `parsed`, group `firstmile-parse`).
+/// stage's defaults (`parse`: the sources' raw topics -> `parsed`, group
+/// `firstmile-parse`; `enrich`: `parsed` -> `events`, group `firstmile-enrich`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stage {
+    /// Input topics (`enrich` only; `parse` reads its sources' raw topics).
+    pub input: Vec<String>,
     pub output: Option<String>,
     pub dlq: String,
     /// Consumer group; all workers of the stage share it.
@@ -57,6 +78,7 @@ pub struct Stage {
     /// transactional id, so a restarted worker fences its earlier self.
     /// Default: the host name (one worker per host).
     pub instance_id: Option<String>,
+    pub delivery: Delivery,
     /// A transaction ends after this many records…
     pub batch_records: usize,
     /// …or this long after its first record.
@@ -66,10 +88,12 @@ pub struct Stage {
 impl Default for Stage {
     fn default() -> Self {
         Stage {
+            input: Vec::new(),
             output: None,
             dlq: "dlq".into(),
             group: None,
             instance_id: None,
+            delivery: Delivery::default(),
             batch_records: 2000,
             batch_ms: 200,
         }

@@ -219,7 +219,9 @@ fn present<'a>(f: Fields<'a>, name: &str) -> Option<&'a Value> {
 fn as_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, FromAvroError> {
     match v {
         Value::String(s) => Ok(s),
-        other => Err(FromAvroError(format!("`{name}` is not a string: {other:?}"))),
+        other => Err(FromAvroError(format!(
+            "`{name}` is not a string: {other:?}"
+        ))),
     }
 }
 
@@ -227,7 +229,9 @@ fn as_long(v: &Value, name: &str) -> Result<i64, FromAvroError> {
     match v {
         Value::Long(n) => Ok(*n),
         Value::Int(n) => Ok(i64::from(*n)),
-        other => Err(FromAvroError(format!("`{name}` is not a number: {other:?}"))),
+        other => Err(FromAvroError(format!(
+            "`{name}` is not a number: {other:?}"
+        ))),
     }
 }
 
@@ -255,8 +259,7 @@ fn timestamp(v: &Value, name: &str) -> Result<jiff::Timestamp, FromAvroError> {
         Value::TimestampMillis(m) => m.saturating_mul(1000),
         other => return Err(FromAvroError(format!("`{name}` is not a time: {other:?}"))),
     };
-    jiff::Timestamp::from_microsecond(micros)
-        .map_err(|e| FromAvroError(format!("`{name}`: {e}")))
+    jiff::Timestamp::from_microsecond(micros).map_err(|e| FromAvroError(format!("`{name}`: {e}")))
 }
 
 fn string_map_of(v: Option<&Value>, name: &str) -> Result<BTreeMap<String, String>, FromAvroError> {
@@ -291,7 +294,9 @@ fn endpoint_of(f: Fields<'_>) -> Result<Endpoint, FromAvroError> {
                     let l = fields(l, "location")?;
                     let coordinate = |name| match get(l, name)? {
                         Value::Double(x) => Ok(*x),
-                        other => Err(FromAvroError(format!("`{name}` is not a double: {other:?}"))),
+                        other => Err(FromAvroError(format!(
+                            "`{name}` is not a double: {other:?}"
+                        ))),
                     };
                     Ok(GeoPoint {
                         lat: coordinate("lat")?,
@@ -412,8 +417,14 @@ impl Event {
             },
             message: opt_text(f, "message")?,
             threat,
-            labels: string_map_of(f.iter().find(|(n, _)| n == "labels").map(|(_, v)| v), "labels")?,
-            fields: string_map_of(f.iter().find(|(n, _)| n == "fields").map(|(_, v)| v), "fields")?,
+            labels: string_map_of(
+                f.iter().find(|(n, _)| n == "labels").map(|(_, v)| v),
+                "labels",
+            )?,
+            fields: string_map_of(
+                f.iter().find(|(n, _)| n == "fields").map(|(_, v)| v),
+                "fields",
+            )?,
         })
     }
 }

@@ -133,12 +133,10 @@ impl Decoder {
             });
         };
         match self.writers.get(&id) {
-            Some(Writer::Known(reader)) => {
-                reader.read_value(&mut datum).map_err(|e| DecodeError {
-                    kind: "avro_decode",
-                    message: format!("schema id {id}: {e}"),
-                })
-            }
+            Some(Writer::Known(reader)) => reader.read_value(&mut datum).map_err(|e| DecodeError {
+                kind: "avro_decode",
+                message: format!("schema id {id}: {e}"),
+            }),
             Some(Writer::Bad(e)) => Err(e.clone()),
             None => Err(DecodeError {
                 kind: "unknown_schema",

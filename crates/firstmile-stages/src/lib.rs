@@ -11,23 +11,28 @@
 //! aborted and the consumer rewinds to the batch's first offsets; a fatal one
 //! (a fenced zombie, say) ends the worker, and its orchestrator restarts it.
 
+mod encoder;
+mod enrich_stage;
 mod parse_stage;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firstmile_config::Config;
+use firstmile_config::{Config, Delivery};
+use firstmile_kafka::raw::headers;
 use firstmile_kafka::{client_config, ClientKind};
 use firstmile_metrics::Component;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use enrich_stage::EnrichStep;
 pub use parse_stage::ParseStep;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +49,19 @@ pub enum Outcome {
     Output(Vec<u8>),
     /// A dead letter: the error kind and message.
     DeadLetter { kind: &'static str, message: String },
+    /// Dropped on purpose by the named rule; counted, not written.
+    Dropped { rule: String },
 }
 
 /// The transformation a stage applies, record by record.
 pub trait Step: Send {
+    /// Called with each batch before its transaction opens, to do the I/O
+    /// the batch needs (fetch schemas, reload files). `Err` means a
+    /// dependency is unavailable: the runtime waits, keeping its group
+    /// membership, and calls again; nothing goes to the dead-letter topic.
+    fn prepare(&mut self, _batch: &[OwnedMessage]) -> Result<(), String> {
+        Ok(())
+    }
     fn apply(&mut self, record: &OwnedMessage) -> Outcome;
     /// The source an input record belongs to, for metrics.
     fn source_of(&self, record: &OwnedMessage) -> String;
@@ -61,11 +75,47 @@ pub struct StageTopics {
     pub dlq: String,
     pub group: String,
     pub transactional_id: String,
+    pub delivery: Delivery,
     pub batch_records: usize,
     pub batch: Duration,
 }
 
+impl StageTopics {
+    /// A stage's settings with its defaults filled in.
+    fn new(
+        name: &str,
+        stage: &firstmile_config::Stage,
+        inputs: Vec<String>,
+        default_output: &str,
+    ) -> StageTopics {
+        let group = stage
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("firstmile-{name}"));
+        let instance = stage
+            .instance_id
+            .clone()
+            .unwrap_or_else(default_instance_id);
+        StageTopics {
+            name: name.into(),
+            transactional_id: format!("{group}-{instance}"),
+            inputs,
+            output: stage
+                .output
+                .clone()
+                .unwrap_or_else(|| default_output.into()),
+            dlq: stage.dlq.clone(),
+            group,
+            delivery: stage.delivery,
+            batch_records: stage.batch_records.max(1),
+            batch: Duration::from_millis(stage.batch_ms.max(1)),
+        }
+    }
+}
+
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an at-least-once batch may take to be acknowledged.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Header names a dead letter carries besides the input's own headers.
 pub mod dlq_headers {
@@ -76,6 +126,26 @@ pub mod dlq_headers {
     pub const PARTITION: &str = "firstmile.dlq.partition";
     pub const OFFSET: &str = "firstmile.dlq.offset";
 }
+
+/// Counts records the producer finally failed to deliver. Transactions
+/// surface those at commit; at-least-once needs them counted to know whether
+/// a batch may be committed.
+#[derive(Default)]
+pub struct DeliveryFailures(AtomicU64);
+
+impl ClientContext for DeliveryFailures {}
+
+impl ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "delivery failed");
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+type StageProducer = ThreadedProducer<DeliveryFailures>;
 
 /// Runs a stage until `stop` is set (between transactions) or a fatal error.
 /// Blocking: run it on a thread of its own.
@@ -99,26 +169,37 @@ pub fn run(
         consumer_config.set("session.timeout.ms", "10000");
     }
     let consumer: BaseConsumer = consumer_config.create()?;
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        client_config(&config.kafka, ClientKind::Producer)
+    let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
+    producer_config.set("enable.idempotence", "true");
+    let exactly_once = topics.delivery == Delivery::ExactlyOnce;
+    if exactly_once {
+        // A worker that dies for good leaves its open transaction blocking
+        // read_committed readers of the output until the broker aborts it;
+        // batches commit in well under a second, so keep this short.
+        producer_config
             .set("transactional.id", &topics.transactional_id)
-            .set("enable.idempotence", "true")
-            // A worker that dies for good leaves its open transaction blocking
-            // read_committed readers of the output until the broker aborts it;
-            // batches commit in well under a second, so keep this short.
-            .set("transaction.timeout.ms", "15000")
-            .create()?;
-    producer.init_transactions(TXN_TIMEOUT)?;
+            .set("transaction.timeout.ms", "15000");
+    }
+    let producer: StageProducer =
+        producer_config.create_with_context(DeliveryFailures::default())?;
+    if exactly_once {
+        producer.init_transactions(TXN_TIMEOUT)?;
+    }
     let inputs: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
-    tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, inputs = ?topics.inputs, output = %topics.output, "stage running");
+    tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, delivery = ?topics.delivery, inputs = ?topics.inputs, output = %topics.output, "stage running");
 
     while !stop.load(Ordering::SeqCst) {
         let batch = poll_batch(&consumer, topics)?;
-        if batch.is_empty() {
+        if batch.is_empty() || !prepared(&consumer, step, metrics, stop, &batch)? {
             continue;
         }
-        match transact(&consumer, &producer, topics, step, metrics, &batch) {
+        let result = if exactly_once {
+            transact(&consumer, &producer, topics, step, metrics, &batch)
+        } else {
+            deliver_then_commit(&consumer, &producer, topics, step, metrics, &batch)
+        };
+        match result {
             Ok(()) => {}
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
                 metrics.error("transaction_aborted");
@@ -131,6 +212,51 @@ pub fn run(
     }
     tracing::info!(stage = %topics.name, "stage stopped");
     Ok(())
+}
+
+/// Lets the step prepare the batch; while it reports an outage, waits with
+/// backoff, its partitions paused and polling on so the group keeps it.
+/// False if the worker was stopped meanwhile (the batch stays uncommitted).
+fn prepared(
+    consumer: &BaseConsumer,
+    step: &mut dyn Step,
+    metrics: &Component,
+    stop: &AtomicBool,
+    batch: &[OwnedMessage],
+) -> Result<bool, KafkaError> {
+    let mut wait = Duration::from_millis(250);
+    let mut paused: Option<TopicPartitionList> = None;
+    loop {
+        match step.prepare(batch) {
+            Ok(()) => break,
+            Err(why) => {
+                metrics.error("dependency_unavailable");
+                tracing::warn!(error = %why, retry_in = ?wait, "waiting for a dependency; nothing is dead-lettered meanwhile");
+                if paused.is_none() {
+                    let assignment = consumer.assignment()?;
+                    consumer.pause(&assignment)?;
+                    paused = Some(assignment);
+                }
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(false);
+                    }
+                    // Paused: polling returns no records, but keeps the
+                    // membership (max.poll.interval.ms) and serves rebalances.
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                        tracing::debug!(topic = m.topic(), "record while paused; read again later");
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    if paused.is_some() {
+        // The current assignment: a rebalance may have changed it meanwhile.
+        consumer.resume(&consumer.assignment()?)?;
+    }
+    Ok(true)
 }
 
 fn poll_batch(
@@ -155,17 +281,20 @@ fn poll_batch(
     Ok(batch)
 }
 
-fn transact(
-    consumer: &BaseConsumer,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+/// Per source: records read, written, dead-lettered.
+type Counts = BTreeMap<String, (u64, u64, u64)>;
+
+/// Produces the batch's outputs and dead letters; returns the offsets to
+/// commit and the counts to report once they are committed.
+fn produce_batch(
+    producer: &StageProducer,
     topics: &StageTopics,
     step: &mut dyn Step,
     metrics: &Component,
     batch: &[OwnedMessage],
-) -> Result<(), KafkaError> {
-    producer.begin_transaction()?;
+) -> Result<(TopicPartitionList, Counts), KafkaError> {
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let mut counts: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut counts = Counts::new();
     for record in batch {
         let source = step.source_of(record);
         let count = counts.entry(source.clone()).or_default();
@@ -173,9 +302,17 @@ fn transact(
         let key = record.key().unwrap_or_default();
         match step.apply(record) {
             Outcome::Output(value) => {
+                // The source travels with the record, for the next stage's metrics.
+                let source_header = OwnedHeaders::new().insert(Header {
+                    key: headers::SOURCE,
+                    value: Some(source.as_str()),
+                });
                 send(
                     producer,
-                    BaseRecord::to(&topics.output).key(key).payload(&value),
+                    BaseRecord::to(&topics.output)
+                        .key(key)
+                        .payload(value.as_slice())
+                        .headers(source_header),
                 )?;
                 count.1 += 1;
             }
@@ -192,6 +329,9 @@ fn transact(
                 count.2 += 1;
                 metrics.discarded(&source, &format!("dlq_{kind}"), 1);
             }
+            Outcome::Dropped { rule } => {
+                metrics.discarded(&source, &format!("drop_rule_{rule}"), 1);
+            }
         }
         next_offsets.insert(
             (record.topic().to_string(), record.partition()),
@@ -202,21 +342,68 @@ fn transact(
     for ((topic, partition), next) in &next_offsets {
         offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
     }
+    Ok((offsets, counts))
+}
+
+fn report(metrics: &Component, counts: Counts) {
+    for (source, (received, sent, _)) in counts {
+        metrics.received(&source, received, 0);
+        metrics.sent(&source, sent, 0);
+    }
+}
+
+fn transact(
+    consumer: &BaseConsumer,
+    producer: &StageProducer,
+    topics: &StageTopics,
+    step: &mut dyn Step,
+    metrics: &Component,
+    batch: &[OwnedMessage],
+) -> Result<(), KafkaError> {
+    producer.begin_transaction()?;
+    let (offsets, counts) = produce_batch(producer, topics, step, metrics, batch)?;
     // No group metadata means the consumer has not joined its group yet.
     let group = consumer
         .group_metadata()
         .ok_or(KafkaError::MessageConsumption(RDKafkaErrorCode::State))?;
     producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
     producer.commit_transaction(TXN_TIMEOUT)?;
-    for (source, (received, sent, _)) in counts {
-        metrics.received(&source, received, 0);
-        metrics.sent(&source, sent, 0);
+    report(metrics, counts);
+    Ok(())
+}
+
+/// At-least-once: every output acknowledged, then the offsets committed. A
+/// batch with a failed delivery is read again (its delivered records twice).
+fn deliver_then_commit(
+    consumer: &BaseConsumer,
+    producer: &StageProducer,
+    topics: &StageTopics,
+    step: &mut dyn Step,
+    metrics: &Component,
+    batch: &[OwnedMessage],
+) -> Result<(), KafkaError> {
+    let failures = &producer.context().0;
+    failures.store(0, Ordering::SeqCst);
+    let (offsets, counts) = produce_batch(producer, topics, step, metrics, batch)?;
+    let flushed = producer.flush(FLUSH_TIMEOUT);
+    let failed = failures.load(Ordering::SeqCst);
+    if flushed.is_err() || failed > 0 {
+        metrics.error("delivery_failed");
+        tracing::warn!(failed, flushed = ?flushed, "not every record was delivered; the batch is read again");
+        return rewind(consumer, batch);
     }
+    if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+        // Typically a rebalance: the partitions' new owner reads the batch again.
+        metrics.error("offset_commit");
+        tracing::warn!(error = %e, "committing offsets failed; the batch will be read again");
+        return rewind(consumer, batch);
+    }
+    report(metrics, counts);
     Ok(())
 }
 
 fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &StageProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), KafkaError> {
     loop {
@@ -263,8 +450,12 @@ fn dead_letter_headers(
     headers
 }
 
-/// After an abort: read the batch again from its first offsets.
+/// After an abort: read the batch again from its first offsets, on the
+/// partitions still assigned (a rebalance hands the others, uncommitted, to
+/// their new owner). A partition still ours that cannot be rewound is an
+/// error: going on would commit past records never written.
 fn rewind(consumer: &BaseConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+    let assigned = consumer.assignment()?;
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for r in batch {
         first
@@ -272,6 +463,10 @@ fn rewind(consumer: &BaseConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaEr
             .or_insert(r.offset());
     }
     for ((topic, partition), offset) in first {
+        if assigned.find_partition(&topic, partition).is_none() {
+            tracing::info!(%topic, partition, "not rewound: no longer assigned");
+            continue;
+        }
         consumer.seek(
             &topic,
             partition,
@@ -280,6 +475,16 @@ fn rewind(consumer: &BaseConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaEr
         )?;
     }
     Ok(())
+}
+
+/// A header's value as text, if present and UTF-8.
+fn header_str<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    record
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// The default instance id: this host's name.

@@ -155,3 +155,57 @@ pub fn written(topic: &str) -> i64 {
         })
         .sum()
 }
+
+/// A TCP forwarder to stand between a client and a stack service, so a test
+/// can take the service away (`stop`: connections cut, port refused) and
+/// bring it back on the same port (`start_on`), without touching the shared
+/// service other tests use.
+pub struct TcpProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy to `target` (`host:port`) on a free port.
+    pub async fn start(target: &str) -> TcpProxy {
+        TcpProxy::start_on(0, target).await
+    }
+
+    /// A proxy to `target` on `port` (0: any free port).
+    pub async fn start_on(port: u16, target: &str) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = target.to_string();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        TcpProxy { port, task }
+    }
+
+    /// Closes the port and every connection through it (the JoinSet of
+    /// connections is dropped with the task, which aborts them).
+    pub async fn stop(mut self) -> u16 {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.port
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -61,7 +61,8 @@ enum Command {
     Migrate(commands::migrate::MigrateArgs),
     /// Run the receivers (HTTP, syslog) that land events in raw topics.
     Ingest,
-    /// Run every role of the pipeline in this process (today: ingest).
+    /// Run every role of the pipeline in this process: the receivers and
+    /// every stage (parse, enrich).
     Run,
     /// Run one processing stage (a consumer group member) until SIGINT/SIGTERM.
     Process(commands::process::ProcessArgs),
@@ -89,7 +90,8 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => commands::topics::run(&settings, cmd).await,
             Command::Migrate(args) => commands::migrate::run(&settings, args).await,
             Command::Schemas(cmd) => commands::schemas::run(&settings, cmd).await,
-            Command::Ingest | Command::Run => commands::ingest::run(&settings).await,
+            Command::Ingest => commands::ingest::run(&settings, false).await,
+            Command::Run => commands::ingest::run(&settings, true).await,
             Command::Process(args) => commands::process::run(&settings, args).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),

@@ -1,16 +1,18 @@
-//! `firstmile ingest` (and, for now, `firstmile run`): the receivers, with
-//! `/metrics` and `/health/*`, until SIGINT or SIGTERM.
+//! `firstmile ingest`: the receivers, with `/metrics` and `/health/*`, until
+//! SIGINT or SIGTERM. `firstmile run`: the same, plus every stage, in one
+//! process (one metrics endpoint for all).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use firstmile_metrics::{Metrics, Readiness};
 use futures::FutureExt;
 
 use crate::settings::Settings;
 
-pub async fn run(settings: &Settings) -> Result<()> {
+pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
     let config = &settings.config;
     let metrics = Metrics::new();
     let receivers = firstmile_receivers::start(config, &metrics).await?;
@@ -43,15 +45,56 @@ pub async fn run(settings: &Settings) -> Result<()> {
     if let Some(e) = &endpoint {
         tracing::info!(addr = %e.local_addr, "metrics at /metrics, health at /health/live and /health/ready");
     }
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing requests and waiting for Kafka");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut stages = Vec::new();
+    if with_stages {
+        for name in super::process::STAGES {
+            let worker = super::process::start(config, name, &metrics, &stop)
+                .await
+                .with_context(|| format!("starting stage {name}"))?;
+            stages.push((name, worker));
+        }
+    }
+    // Until a signal, or until a stage ends (a fatal error): then everything
+    // stops, and the orchestrator restarts the process.
+    let ended = if stages.is_empty() {
+        shutdown_signal().await;
+        None
+    } else {
+        let workers = stages.iter_mut().map(|(_, w)| w);
+        tokio::select! {
+            _ = shutdown_signal() => None,
+            (result, index, _) = futures::future::select_all(workers) => Some((index, result)),
+        }
+    };
+    tracing::info!("stopping: finishing requests and transactions, waiting for Kafka");
+    stop.store(true, Ordering::SeqCst);
+    let mut results = Vec::new();
+    if let Some((index, result)) = ended {
+        let (name, _) = stages.remove(index);
+        tracing::error!(stage = name, "a stage ended; stopping");
+        results.push((name, result));
+    }
+    for (name, worker) in stages {
+        results.push((name, worker.await));
+    }
+    let mut failed = None;
+    for (name, result) in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed = Some(anyhow::Error::new(e).context(format!("stage {name} failed")))
+            }
+            Err(e) => failed = Some(anyhow::anyhow!("stage {name}: {e}")),
+        }
+    }
     receivers
         .shutdown(Duration::from_millis(config.ingest.delivery_timeout_ms))
         .await;
     if let Some(e) = endpoint {
         e.task.abort();
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop).

@@ -5,42 +5,42 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use firstmile_config::Config;
 use firstmile_metrics::{Kind, Metrics, Readiness};
-use firstmile_stages::ParseStep;
+use firstmile_stages::{EnrichStep, ParseStep, StageError, StageTopics, Step};
 use futures::FutureExt;
+use tokio::task::JoinHandle;
 
 use crate::settings::Settings;
 
+/// The stages, in pipeline order.
+pub const STAGES: [&str; 2] = ["parse", "enrich"];
+
 #[derive(Args)]
 pub struct ProcessArgs {
-    /// The stage: `parse` (raw.* -> parsed). (`enrich` is not built yet.)
+    /// The stage: `parse` (raw.* -> parsed) or `enrich` (parsed -> events).
     #[arg(long)]
     stage: String,
 }
 
 pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
-    if args.stage != "parse" {
-        bail!("unknown stage `{}` (parse)", args.stage);
+    if !STAGES.contains(&args.stage.as_str()) {
+        bail!(
+            "unknown stage `{}` (known: {})",
+            args.stage,
+            STAGES.join(", ")
+        );
     }
     let config = settings.config.clone();
     let metrics = Metrics::new();
-    let component = metrics.component(Kind::Stage, &args.stage);
     let endpoint = if config.metrics.listen.is_empty() {
         None
     } else {
         let ready: Readiness = Arc::new(|| async { Ok(()) }.boxed());
         Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
     };
-    let (topics, mut step) = ParseStep::prepare(&config)
-        .await
-        .context("preparing the parse stage")?;
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let stop = Arc::clone(&stop);
-        tokio::task::spawn_blocking(move || {
-            firstmile_stages::run(&config, &topics, &mut step, &component, &stop)
-        })
-    };
+    let worker = start(&config, &args.stage, &metrics, &stop).await?;
     let stopper = {
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
@@ -54,6 +54,33 @@ pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
     if let Some(e) = endpoint {
         e.task.abort();
     }
-    result.context("stage failed")?;
+    result.with_context(|| format!("stage {} failed", args.stage))?;
     Ok(())
+}
+
+/// Prepares the stage `name` (loads its configuration and data, registers
+/// its output schema) and runs it on a thread of its own until `stop`.
+pub async fn start(
+    config: &Config,
+    name: &str,
+    metrics: &Arc<Metrics>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<(), StageError>>> {
+    let (topics, step): (StageTopics, Box<dyn Step>) = match name {
+        "parse" => {
+            let (t, s) = ParseStep::prepare(config).await?;
+            (t, Box::new(s))
+        }
+        "enrich" => {
+            let (t, s) = EnrichStep::prepare(config).await?;
+            (t, Box::new(s))
+        }
+        other => bail!("unknown stage `{other}` (known: {})", STAGES.join(", ")),
+    };
+    let component = metrics.component(Kind::Stage, name);
+    let (config, stop) = (config.clone(), Arc::clone(stop));
+    let mut step = step;
+    Ok(tokio::task::spawn_blocking(move || {
+        firstmile_stages::run(&config, &topics, step.as_mut(), &component, &stop)
+    }))
 }

@@ -1,0 +1,60 @@
+//! Events out: Avro of `topics/events.avsc` in Confluent framing, under the
+//! schema id registered for the output topic.
+
+use std::time::Duration;
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use firstmile_config::Config;
+use firstmile_event::Event;
+use firstmile_schema::{confluent_frame, value_subject, Registry, RegistryError};
+
+use crate::StageError;
+
+pub struct EventEncoder {
+    /// Built once: resolving the schema per record cost more than encoding.
+    writer: GenericDatumWriter<'static>,
+    schema_id: u32,
+}
+
+impl EventEncoder {
+    /// Registers the event schema for `topic` (retrying while the registry is
+    /// unavailable: an outage is not bad data).
+    pub async fn for_topic(config: &Config, topic: &str) -> Result<EventEncoder, StageError> {
+        let registry =
+            Registry::new(&config.schema_registry).map_err(|e| StageError::Setup(e.to_string()))?;
+        let schema_id = register_with_retry(&registry, &value_subject(topic)).await?;
+        // The writer borrows its schema for as long as it lives; one schema
+        // per stage worker is kept for the life of the process.
+        let schema: &'static Schema = Box::leak(Box::new(firstmile_event::event_schema()));
+        let writer = GenericDatumWriter::builder(schema)
+            .build()
+            .map_err(|e| StageError::Setup(format!("event schema: {e}")))?;
+        Ok(EventEncoder { writer, schema_id })
+    }
+
+    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, String> {
+        self.writer
+            .write_value_to_vec(event.to_avro())
+            .map(|datum| confluent_frame(self.schema_id, &datum))
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn register_with_retry(registry: &Registry, subject: &str) -> Result<u32, StageError> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match registry
+            .register(subject, firstmile_event::EVENT_SCHEMA)
+            .await
+        {
+            Ok(id) => return Ok(id),
+            Err(RegistryError::Unavailable(why)) => {
+                tracing::warn!(%subject, error = %why, retry_in = ?wait, "schema registry unavailable");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(StageError::Setup(format!("{subject}: {e}"))),
+        }
+    }
+}

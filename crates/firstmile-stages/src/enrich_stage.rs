@@ -1,0 +1,143 @@
+//! The `enrich` stage's step: event (Avro, any registered writer schema) →
+//! the same event with the source's labels, GeoIP, asset and indicator data,
+//! in `events`; dropped by a source's drop rule; or a dead letter when the
+//! input cannot be decoded.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use firstmile_config::Config;
+use firstmile_enrich::{Enricher, SourceRules};
+use firstmile_event::Event;
+use firstmile_kafka::raw::headers;
+use firstmile_schema::{Decoder, Registry};
+use rdkafka::message::{Message, OwnedMessage};
+
+use crate::encoder::EventEncoder;
+use crate::{header_str, Outcome, StageError, StageTopics, Step};
+
+/// How often the indicator list's file is checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+pub struct EnrichStep {
+    decoder: Decoder,
+    enricher: Enricher,
+    rules: BTreeMap<String, SourceRules>,
+    encoder: EventEncoder,
+    pipeline_version: String,
+    /// `prepare` runs on the stage's own thread; registry calls run here.
+    runtime: tokio::runtime::Handle,
+    checked: Instant,
+}
+
+impl EnrichStep {
+    /// The enrich stage's topics and step: loads the enrichment data and
+    /// registers the event schema for the output. Call within a tokio runtime.
+    pub async fn prepare(config: &Config) -> Result<(StageTopics, EnrichStep), StageError> {
+        let stage = &config.stages.enrich;
+        let inputs = if stage.input.is_empty() {
+            vec![config
+                .stages
+                .parse
+                .output
+                .clone()
+                .unwrap_or_else(|| "parsed".into())]
+        } else {
+            stage.input.clone()
+        };
+        let topics = StageTopics::new("enrich", stage, inputs, "events");
+        let mut rules = BTreeMap::new();
+        for (name, source) in &config.sources {
+            let r = SourceRules::new(&source.enrich)
+                .map_err(|e| StageError::Setup(format!("sources.{name}.enrich: {e}")))?;
+            rules.insert(name.clone(), r);
+        }
+        let enricher =
+            Enricher::new(&config.enrich).map_err(|e| StageError::Setup(format!("enrich: {e}")))?;
+        let registry =
+            Registry::new(&config.schema_registry).map_err(|e| StageError::Setup(e.to_string()))?;
+        let step = EnrichStep {
+            decoder: Decoder::new(registry, firstmile_event::event_schema()),
+            enricher,
+            rules,
+            encoder: EventEncoder::for_topic(config, &topics.output).await?,
+            pipeline_version: config.stages.pipeline_version.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            checked: Instant::now(),
+        };
+        Ok((topics, step))
+    }
+
+    fn reload_if_changed(&mut self) {
+        if self.checked.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        self.checked = Instant::now();
+        match self.enricher.refresh() {
+            Ok(true) => tracing::info!("indicator list reloaded"),
+            Ok(false) => {}
+            // The list loaded before stays in use.
+            Err(e) => tracing::warn!(error = %e, "indicator list not reloaded"),
+        }
+    }
+}
+
+impl Step for EnrichStep {
+    fn prepare(&mut self, batch: &[OwnedMessage]) -> Result<(), String> {
+        self.reload_if_changed();
+        let missing = self
+            .decoder
+            .missing(batch.iter().map(|r| r.payload().unwrap_or_default()));
+        for id in missing {
+            let decoder = &mut self.decoder;
+            self.runtime
+                .block_on(decoder.fetch(id))
+                .map_err(|e| format!("fetching schema id {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn source_of(&self, record: &OwnedMessage) -> String {
+        header_str(record, headers::SOURCE)
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    fn apply(&mut self, record: &OwnedMessage) -> Outcome {
+        let value = match self.decoder.decode(record.payload().unwrap_or_default()) {
+            Ok(v) => v,
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    kind: e.kind,
+                    message: e.message,
+                }
+            }
+        };
+        let mut event = match Event::from_avro(&value) {
+            Ok(e) => e,
+            Err(e) => {
+                return Outcome::DeadLetter {
+                    kind: "invalid_event",
+                    message: e.to_string(),
+                }
+            }
+        };
+        if let Some(rules) = self.rules.get(&event.origin.source) {
+            rules.label(&mut event);
+            if let Some(rule) = rules.drop_rule(&event) {
+                return Outcome::Dropped {
+                    rule: rule.to_string(),
+                };
+            }
+        }
+        self.enricher.enrich(&mut event);
+        event.pipeline_version.clone_from(&self.pipeline_version);
+        match self.encoder.encode(&event) {
+            Ok(value) => Outcome::Output(value),
+            Err(message) => Outcome::DeadLetter {
+                kind: "encoding",
+                message,
+            },
+        }
+    }
+}
