@@ -29,6 +29,10 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(dir: &Path, instance: &str) -> Worker {
+    spawn_worker_with(dir, instance, &[])
+}
+
+fn spawn_worker_with(dir: &Path, instance: &str, env: &[(&str, &str)]) -> Worker {
     let child = Command::new(env!("CARGO_BIN_EXE_firstmile"))
         .current_dir(dir)
         .args(["process", "--stage", "parse"])
@@ -36,6 +40,7 @@ fn spawn_worker(dir: &Path, instance: &str) -> Worker {
         .env("FIRSTMILE_SCHEMA_REGISTRY__URL", registry_url())
         .env("FIRSTMILE_STAGES__PARSE__INSTANCE_ID", instance)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -249,6 +254,82 @@ async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
     );
     let w3 = spawn_worker(f.dir.path(), "w3");
     f.finish_and_verify(vec![w1, w3]).await;
+}
+
+/// `delivery = "at_least_once"` (brokers without transactions): after
+/// SIGKILLs, every input is there at least once; duplicates are allowed and
+/// carry the same event_id, which is what the idempotent sinks key on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_workers_lose_nothing_when_killed() {
+    let f = fixture().await;
+    let env = [("FIRSTMILE_STAGES__PARSE__DELIVERY", "at_least_once")];
+    for round in 0..2 {
+        let worker = spawn_worker_with(f.dir.path(), "w1", &env);
+        tokio::time::sleep(Duration::from_millis(3000 + 700 * round)).await;
+        drop(worker); // SIGKILL
+    }
+    let mut worker = spawn_worker_with(f.dir.path(), "w1", &env);
+    let good = N - f.bad;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let schema = firstmile_event::event_schema();
+    let reader = GenericDatumReader::builder(&schema).build().unwrap();
+    let unique_origins = |topic: &str| -> (usize, BTreeSet<(i32, i64)>) {
+        let records = read_committed(topic);
+        let origins = records
+            .iter()
+            .map(|m| {
+                let header = |name: &str| -> String {
+                    let h = m.headers().unwrap();
+                    let v = h.iter().find(|h| h.key == name).unwrap().value.unwrap();
+                    String::from_utf8(v.to_vec()).unwrap()
+                };
+                if topic == f.dlq {
+                    (
+                        header("firstmile.dlq.partition").parse().unwrap(),
+                        header("firstmile.dlq.offset").parse().unwrap(),
+                    )
+                } else {
+                    let (_, datum) =
+                        firstmile_schema::confluent_unframe(m.payload().unwrap()).unwrap();
+                    let value = reader.read_value(&mut &datum[..]).unwrap();
+                    let origin = field(&value, "origin");
+                    let (Value::Int(p), Value::Long(o)) =
+                        (field(origin, "partition"), field(origin, "offset"))
+                    else {
+                        panic!("origin")
+                    };
+                    (*p, *o)
+                }
+            })
+            .collect();
+        (records.len(), origins)
+    };
+    loop {
+        // Reading and decoding everything is slow: only once enough is written.
+        if written(&f.parsed) + written(&f.dlq) < N as i64 {
+            assert!(Instant::now() < deadline, "not every input arrived");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let (total, events) = unique_origins(&f.parsed);
+        let (_, dead) = unique_origins(&f.dlq);
+        if events.len() == good && dead.len() == f.bad {
+            eprintln!("at least once: {total} records for {good} inputs");
+            assert!(total >= good);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {good} good and {} of {} bad inputs arrived",
+            events.len(),
+            dead.len(),
+            f.bad
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    sigterm(&worker.0);
+    assert!(worker.0.wait().unwrap().success());
+    delete_topics(&[&f.raw, &f.parsed, &f.dlq]).await;
 }
 
 fn sigterm(child: &Child) {
