@@ -24,6 +24,10 @@ COPY --from=build /usr/local/bin/firstmile /usr/local/bin/firstmile
 # The example configuration and topic declarations; mount your own over them.
 COPY firstmile.toml /etc/firstmile/firstmile.toml
 COPY topics /etc/firstmile/topics
+# The example enrichment data the example configuration points at (MaxMind's
+# test databases, a sample asset table and indicator list): mount real ones.
+COPY tests/data/geoip /etc/firstmile/tests/data/geoip
+COPY tests/data/enrich /etc/firstmile/tests/data/enrich
 WORKDIR /etc/firstmile
 USER firstmile
 ENV FIRSTMILE_CONFIG=/etc/firstmile/firstmile.toml \
