@@ -190,15 +190,23 @@ pub fn run(
     tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, delivery = ?topics.delivery, inputs = ?topics.inputs, output = %topics.output, "stage running");
 
     while !stop.load(Ordering::SeqCst) {
+        let polling = Instant::now();
         let batch = poll_batch(&consumer, topics)?;
         if batch.is_empty() || !prepared(&consumer, step, metrics, stop, &batch)? {
             continue;
         }
+        let writing = Instant::now();
         let result = if exactly_once {
             transact(&consumer, &producer, topics, step, metrics, &batch)
         } else {
             deliver_then_commit(&consumer, &producer, topics, step, metrics, &batch)
         };
+        tracing::debug!(
+            records = batch.len(),
+            poll_ms = (writing - polling).as_millis() as u64,
+            write_ms = writing.elapsed().as_millis() as u64,
+            "batch"
+        );
         match result {
             Ok(()) => {}
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
@@ -367,6 +375,7 @@ fn transact(
         .group_metadata()
         .ok_or(KafkaError::MessageConsumption(RDKafkaErrorCode::State))?;
     producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
+    wait_delivered(producer, TXN_TIMEOUT)?;
     producer.commit_transaction(TXN_TIMEOUT)?;
     report(metrics, counts);
     Ok(())
@@ -385,7 +394,7 @@ fn deliver_then_commit(
     let failures = &producer.context().0;
     failures.store(0, Ordering::SeqCst);
     let (offsets, counts) = produce_batch(producer, topics, step, metrics, batch)?;
-    let flushed = producer.flush(FLUSH_TIMEOUT);
+    let flushed = wait_delivered(producer, FLUSH_TIMEOUT);
     let failed = failures.load(Ordering::SeqCst);
     if flushed.is_err() || failed > 0 {
         metrics.error("delivery_failed");
@@ -399,6 +408,23 @@ fn deliver_then_commit(
         return rewind(consumer, batch);
     }
     report(metrics, counts);
+    Ok(())
+}
+
+/// Waits until every produced record is acknowledged (its delivery report
+/// served by the producer's own polling thread).
+///
+/// rust-rdkafka's `flush` (which `commit_transaction` calls first) polls in
+/// slices that always last 100 ms, so every transaction took at least 100 ms;
+/// by the time it runs here there is nothing left to wait for.
+fn wait_delivered(producer: &StageProducer, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     Ok(())
 }
 
