@@ -178,6 +178,10 @@ impl Event {
             ),
             ("labels", string_map(&self.labels)),
             ("fields", string_map(&self.fields)),
+            (
+                "raw_bytes",
+                Value::Long(i64::try_from(self.raw_bytes).unwrap_or(i64::MAX)),
+            ),
         ])
     }
 }
@@ -425,6 +429,11 @@ impl Event {
                 f.iter().find(|(n, _)| n == "fields").map(|(_, v)| v),
                 "fields",
             )?,
+            // Absent from events written before the field existed.
+            raw_bytes: match f.iter().find(|(n, _)| n == "raw_bytes") {
+                Some((_, v)) => u64::try_from(as_long(v, "raw_bytes")?).unwrap_or(0),
+                None => 0,
+            },
         })
     }
 }

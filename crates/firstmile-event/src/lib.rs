@@ -195,6 +195,8 @@ pub struct Event {
     pub labels: BTreeMap<String, String>,
     /// Parsed fields without a place above, by their parsed names.
     pub fields: BTreeMap<String, String>,
+    /// Size of the raw record's value: what the source costs to carry and keep.
+    pub raw_bytes: u64,
 }
 
 impl Event {
@@ -220,6 +222,7 @@ impl Event {
             threat: None,
             labels: BTreeMap::new(),
             fields: BTreeMap::new(),
+            raw_bytes: 0,
         }
     }
 

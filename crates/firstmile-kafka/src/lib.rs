@@ -3,6 +3,7 @@
 //! producer every receiver writes through.
 
 pub mod client;
+pub mod dlq;
 pub mod raw;
 pub mod topics;
 

@@ -148,6 +148,7 @@ impl SourceParser {
             .map(|(k, v)| (self.rename.get(&k).cloned().unwrap_or(k), v))
             .collect();
         let mut event = Event::new(origin, received_at, pipeline_version);
+        event.raw_bytes = raw.len() as u64;
         event.event.dataset = self.dataset.clone();
         let written_time = timestamp_text(&fields);
         from_fields(&mut event, fields).map_err(|e| fail(e.kind(), e.to_string()))?;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firstmile_config::{Config, Delivery};
+use firstmile_kafka::dlq;
 use firstmile_kafka::raw::headers;
 use firstmile_kafka::{client_config, ClientKind};
 use firstmile_metrics::Component;
@@ -33,6 +34,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use enrich_stage::EnrichStep;
+/// Re-exported: where dead letters say what went wrong.
+pub use firstmile_kafka::dlq::names as dlq_headers;
 pub use parse_stage::ParseStep;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,16 +119,6 @@ impl StageTopics {
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an at-least-once batch may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Header names a dead letter carries besides the input's own headers.
-pub mod dlq_headers {
-    pub const STAGE: &str = "firstmile.dlq.stage";
-    pub const ERROR_KIND: &str = "firstmile.dlq.error_kind";
-    pub const ERROR_MESSAGE: &str = "firstmile.dlq.error_message";
-    pub const TOPIC: &str = "firstmile.dlq.topic";
-    pub const PARTITION: &str = "firstmile.dlq.partition";
-    pub const OFFSET: &str = "firstmile.dlq.offset";
-}
 
 /// Counts records the producer finally failed to deliver. Transactions
 /// surface those at commit; at-least-once needs them counted to know whether
@@ -325,7 +318,7 @@ fn produce_batch(
                 count.1 += 1;
             }
             Outcome::DeadLetter { kind, message } => {
-                let headers = dead_letter_headers(record, &topics.name, kind, &message);
+                let headers = dlq::headers(record, &topics.name, kind, &message);
                 let payload = record.payload().unwrap_or_default();
                 send(
                     producer,
@@ -442,38 +435,6 @@ fn send(
             Err((e, _)) => return Err(e),
         }
     }
-}
-
-fn dead_letter_headers(
-    record: &OwnedMessage,
-    stage: &str,
-    kind: &str,
-    message: &str,
-) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = record.headers() {
-        for h in original.iter() {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
-    }
-    let (partition, offset) = (record.partition().to_string(), record.offset().to_string());
-    for (key, value) in [
-        (dlq_headers::STAGE, stage),
-        (dlq_headers::ERROR_KIND, kind),
-        (dlq_headers::ERROR_MESSAGE, message),
-        (dlq_headers::TOPIC, record.topic()),
-        (dlq_headers::PARTITION, partition.as_str()),
-        (dlq_headers::OFFSET, offset.as_str()),
-    ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    headers
 }
 
 /// After an abort: read the batch again from its first offsets, on the
