@@ -160,11 +160,12 @@ where
             "metrics" => merge.check::<Metrics>(&section, at),
             "enrich" => merge.check::<Enrich>(&section, at),
             "stages" => merge.check::<Stages>(&section, at),
+            "sinks" => merge.check::<Sinks>(&section, at),
             _ => Err(vec![(
                 section.clone(),
                 format!(
                     "unknown section `{section}` (known: kafka, schema_registry, database, \
-                     elasticsearch, topics, sources, ingest, metrics, enrich, stages)"
+                     elasticsearch, topics, sources, ingest, metrics, enrich, stages, sinks)"
                 ),
             )]),
         };

@@ -22,6 +22,45 @@ pub struct Config {
     pub metrics: Metrics,
     pub enrich: Enrich,
     pub stages: Stages,
+    pub sinks: Sinks,
+}
+
+/// The sink workers (`firstmile sink NAME`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sinks {
+    /// events -> PostgreSQL/TimescaleDB (`[database]`)
+    pub timescale: SinkSettings,
+}
+
+/// A sink's consumer group and batching. Offsets are committed only after
+/// a batch is durable in the target, so a batch may be written twice after a
+/// crash: sinks upsert by `event_id`, which makes that harmless.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSettings {
+    /// Input topic; default: the enrich stage's output (`events`).
+    pub input: Option<String>,
+    /// Consumer group; default `firstmile-sink-<name>`.
+    pub group: Option<String>,
+    /// Where rows the target refuses for their content go.
+    pub dlq: String,
+    /// A batch is written after this many records…
+    pub batch_records: usize,
+    /// …or this long after its first record.
+    pub batch_ms: u64,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        SinkSettings {
+            input: None,
+            group: None,
+            dlq: "dlq".into(),
+            batch_records: 5000,
+            batch_ms: 1000,
+        }
+    }
 }
 
 /// The processing stages (`firstmile process --stage NAME`).

@@ -197,6 +197,41 @@ pub async fn migrate(
     run(client, schema, &embedded()?, force).await
 }
 
+/// The flavour `schema` was migrated with; `None` if it has not been migrated.
+pub async fn migrated_flavour(client: &Client, schema: &str) -> Result<Option<Flavour>, DbError> {
+    if !firstmile_config::is_sql_identifier(schema) {
+        return Err(DbError::Config {
+            message: format!("database.schema `{schema}` is not a plain SQL identifier"),
+        });
+    }
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name = 'firstmile_migrations'",
+            &[&schema],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let recorded = client
+        .query_opt(
+            &format!("SELECT flavour FROM {schema}.firstmile_migrations LIMIT 1"),
+            &[],
+        )
+        .await?
+        .map(|row| row.get::<_, String>(0));
+    recorded
+        .map(|r| {
+            r.parse().map_err(|m| DbError::Migration {
+                id: format!("{schema}.firstmile_migrations"),
+                message: m,
+            })
+        })
+        .transpose()
+}
+
 /// Applies `migrations` (for tests of the runner itself; `migrate` uses the embedded ones).
 pub async fn run(
     client: &mut Client,

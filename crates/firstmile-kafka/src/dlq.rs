@@ -15,12 +15,7 @@ pub mod names {
 
 /// The input's own headers plus `firstmile.dlq.*`: the stage (or sink) that
 /// gave up, the error kind and message, and the input's coordinates.
-pub fn headers(
-    record: &OwnedMessage,
-    stage: &str,
-    kind: &str,
-    message: &str,
-) -> OwnedHeaders {
+pub fn headers(record: &OwnedMessage, stage: &str, kind: &str, message: &str) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     if let Some(original) = record.headers() {
         for h in original.iter() {
@@ -46,4 +41,3 @@ pub fn headers(
     }
     headers
 }
-

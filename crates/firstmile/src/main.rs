@@ -66,6 +66,9 @@ enum Command {
     Run,
     /// Run one processing stage (a consumer group member) until SIGINT/SIGTERM.
     Process(commands::process::ProcessArgs),
+    /// Run a sink (a consumer group member) until SIGINT/SIGTERM.
+    #[command(subcommand)]
+    Sink(commands::sink::SinkCommand),
     /// Send a file or stdin into a source's raw topic, one event per line.
     Produce(commands::produce::ProduceArgs),
     /// Run a source's parser on lines from a file or stdin, without Kafka;
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Command::Ingest => commands::ingest::run(&settings, false).await,
             Command::Run => commands::ingest::run(&settings, true).await,
             Command::Process(args) => commands::process::run(&settings, args).await,
+            Command::Sink(cmd) => commands::sink::run(&settings, cmd).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),
         }

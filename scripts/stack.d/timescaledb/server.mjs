@@ -11,7 +11,12 @@
 // COPY FROM STDIN: PGlite's single-user backend reads the copy data from the
 // same input buffer as the COPY command, so a COPY is held back until the client
 // sends CopyDone/CopyFail and then handed to PGlite in one call together with its
-// data (the client meanwhile gets the CopyInResponse from us).
+// data (the client meanwhile gets the CopyInResponse from us). The same for a
+// COPY in the extended protocol (tokio-postgres' copy_in: Parse, then Bind +
+// Execute + Sync, CopyData..., CopyDone + Sync): held from the Bind of a
+// statement whose text is a COPY FROM STDIN until the Sync after CopyDone; the
+// client gets BindComplete and CopyInResponse from us, and the Sync it sends
+// before the data (which PostgreSQL ignores in copy-in mode) is left out.
 //
 // Usage: node server.mjs --data DIR --port 55434 [--host 127.0.0.1]
 import net from "node:net";
@@ -142,6 +147,9 @@ class Client {
     this.started = false;
     this.statements = new Set(); // backend-side names this client created
     this.copy = null; // messages of a COPY FROM STDIN being collected
+    this.copyExtended = false; // ... started by a Bind (extended protocol)
+    this.copyDone = false; // ... and its CopyDone/CopyFail has arrived
+    this.copyStatements = new Set(); // client-side names of COPY FROM STDIN statements
     this.inTransaction = false;
     this.work = Promise.resolve();
     socket.on("data", (chunk) => {
@@ -178,6 +186,19 @@ class Client {
         this.socket.end();
         return;
       }
+      if (this.copy && this.copyExtended) {
+        if (type === "S" && !this.copyDone) continue; // ignored in copy-in mode
+        this.copy.push(this.rewrite(msg));
+        if (type === "c" || type === "f") this.copyDone = true;
+        if (type === "S") {
+          const whole = Buffer.concat(this.copy);
+          this.copy = null;
+          this.copyExtended = false;
+          this.copyDone = false;
+          await this.send(whole, { stripCopyIn: true });
+        }
+        continue;
+      }
       if (this.copy) {
         this.copy.push(msg);
         if (type === "c" || type === "f") {
@@ -188,6 +209,27 @@ class Client {
           batch.length = 0;
         }
         continue;
+      }
+      if (type === "P") {
+        const [name, at] = readCstr(msg, 5);
+        const [sql] = readCstr(msg, at);
+        if (COPY_FROM_STDIN.test(sql)) this.copyStatements.add(name);
+        else this.copyStatements.delete(name);
+      }
+      if (type === "B") {
+        const [, at] = readCstr(msg, 5);
+        const [statement] = readCstr(msg, at);
+        if (this.copyStatements.has(statement)) {
+          if (batch.length) await this.send(Buffer.concat(batch));
+          batch.length = 0;
+          await acquire(this);
+          this.copy = [this.rewrite(msg)];
+          this.copyExtended = true;
+          // BindComplete, then CopyInResponse (binary or text is the
+          // statement's business; clients read the data format from their COPY).
+          this.socket.write(Buffer.concat([message("2", Buffer.alloc(0)), message("G", Buffer.from([0, 0, 0]))]));
+          continue;
+        }
       }
       if (type === "Q") {
         const [sql] = readCstr(msg, 5);
@@ -300,7 +342,7 @@ class Client {
       ]);
       await runOnBackend(message("Q", cstr("ROLLBACK"))).catch(() => undefined);
     }
-    if (stripCopyIn) reply = dropMessages(reply, "G");
+    if (stripCopyIn) reply = dropMessages(dropMessages(reply, "G"), "2");
     const status = lastReadyStatus(reply);
     if (status !== null) this.inTransaction = status !== "I";
     if (!this.socket.destroyed) this.socket.write(reply);

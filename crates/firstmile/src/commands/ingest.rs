@@ -52,8 +52,10 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
             let worker = super::process::start(config, name, &metrics, &stop)
                 .await
                 .with_context(|| format!("starting stage {name}"))?;
-            stages.push((name, worker));
+            stages.push((name, flatten(worker)));
         }
+        let sink = super::sink::start(config, &metrics, &stop);
+        stages.push(("sink timescale", flatten(sink)));
     }
     // Until a signal, or until a stage ends (a fatal error): then everything
     // stops, and the orchestrator restarts the process.
@@ -72,7 +74,7 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
     let mut results = Vec::new();
     if let Some((index, result)) = ended {
         let (name, _) = stages.remove(index);
-        tracing::error!(stage = name, "a stage ended; stopping");
+        tracing::error!(worker = name, "a worker ended; stopping");
         results.push((name, result));
     }
     for (name, worker) in stages {
@@ -82,10 +84,8 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
     for (name, result) in results {
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                failed = Some(anyhow::Error::new(e).context(format!("stage {name} failed")))
-            }
-            Err(e) => failed = Some(anyhow::anyhow!("stage {name}: {e}")),
+            Ok(Err(e)) => failed = Some(e.context(format!("{name} failed"))),
+            Err(e) => failed = Some(anyhow::anyhow!("{name}: {e}")),
         }
     }
     receivers
@@ -95,6 +95,19 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
         e.task.abort();
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// A worker's task with its error as `anyhow`, so stages and sinks line up.
+fn flatten<E>(worker: tokio::task::JoinHandle<Result<(), E>>) -> tokio::task::JoinHandle<Result<()>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        match worker.await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::anyhow!("panicked: {e}")),
+        }
+    })
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop).

@@ -5,4 +5,5 @@ pub mod parse;
 pub mod process;
 pub mod produce;
 pub mod schemas;
+pub mod sink;
 pub mod topics;

@@ -1,0 +1,383 @@
+//! The sink against the real broker, registry, PostgreSQL 15 and the
+//! TimescaleDB server of `scripts/stack`: N events in, exactly N rows with the
+//! right values; bad rows in `dlq` with the reason; redelivery replaces
+//! values without adding rows; the rollup matches a GROUP BY over the rows; a
+//! database outage mid-run is waited out with nothing lost or doubled.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apache_avro::writer::datum::GenericDatumWriter;
+use firstmile_config::{Config, ConfigFile};
+use firstmile_event::{event_schema, Event, Origin, EVENT_SCHEMA};
+use firstmile_metrics::{Kind, Metrics};
+use firstmile_schema::{confluent_frame, value_subject, Registry};
+use firstmile_testkit::{
+    brokers, create_topics, delete_topics, read_topic, registry_url, unique, TcpProxy,
+};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio_postgres::Client;
+
+const POSTGRES: (&str, &str) = (
+    "FIRSTMILE_STACK_POSTGRES_URL",
+    "postgresql://postgres@127.0.0.1:55432/postgres",
+);
+const TIMESCALEDB: (&str, &str) = (
+    "FIRSTMILE_STACK_TIMESCALEDB_URL",
+    "postgresql://postgres@127.0.0.1:55433/postgres",
+);
+
+fn url((var, default): (&str, &str)) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
+/// host:port of a postgresql:// URL.
+fn address(url: &str) -> String {
+    let rest = url.split('@').next_back().unwrap();
+    rest.split('/').next().unwrap().to_string()
+}
+
+struct Fixture {
+    events: String,
+    dlq: String,
+    schema: String,
+    db_url: String,
+    client: Client,
+    schema_id: u32,
+}
+
+impl Fixture {
+    async fn new(target: (&str, &str)) -> Fixture {
+        let (events, dlq) = (unique("events"), unique("dlq"));
+        create_topics(&[&events, &dlq], 3).await;
+        let schema = unique("sink").replace(['.', '-'], "_");
+        let db_url = url(target);
+        let db = firstmile_config::Database {
+            url: db_url.clone(),
+            schema: schema.clone(),
+            ..Default::default()
+        };
+        let mut client = firstmile_db::connect(&db).await.unwrap();
+        firstmile_db::migrate(&mut client, &schema, None)
+            .await
+            .unwrap();
+        let registry = Registry::new(&firstmile_config::SchemaRegistry {
+            url: registry_url(),
+            ..Default::default()
+        })
+        .unwrap();
+        let schema_id = registry
+            .register(&value_subject(&events), EVENT_SCHEMA)
+            .await
+            .unwrap();
+        Fixture {
+            events,
+            dlq,
+            schema,
+            db_url,
+            client,
+            schema_id,
+        }
+    }
+
+    fn config(&self, db_url: &str, group: &str) -> Config {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{}"
+[schema_registry]
+url = "{}"
+[database]
+url = "{db_url}"
+schema = "{}"
+[sinks.timescale]
+input = "{}"
+dlq = "{}"
+group = "{group}"
+batch_records = 200
+batch_ms = 200
+"#,
+            brokers(),
+            registry_url(),
+            self.schema,
+            self.events,
+            self.dlq,
+        );
+        firstmile_config::load(
+            Some(ConfigFile {
+                path: Path::new("test.toml"),
+                text: &text,
+            }),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    /// Events for raw offsets `range`, each 100 bytes raw, spread over three
+    /// minutes and two sources, written as the enrich stage writes them.
+    async fn produce(
+        &self,
+        range: std::ops::Range<i64>,
+        version: &str,
+        tweak: impl Fn(&mut Event),
+    ) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .unwrap();
+        let schema = event_schema();
+        let writer = GenericDatumWriter::builder(&schema).build().unwrap();
+        for offset in range {
+            let source = if offset % 2 == 0 { "openssh" } else { "linux" };
+            let origin = Origin {
+                source: source.into(),
+                topic: format!("raw.{source}"),
+                partition: 0,
+                offset,
+            };
+            let received = jiff::Timestamp::from_second(1_795_000_000 + offset % 180).unwrap();
+            let mut e = Event::new(origin, received, version);
+            e.raw_bytes = 100;
+            e.log.level = Some(if offset % 3 == 0 { "error" } else { "info" }.into());
+            e.message = Some(format!("event {offset}"));
+            e.source.ip = Some("81.2.69.142".parse().unwrap());
+            tweak(&mut e);
+            let value = confluent_frame(
+                self.schema_id,
+                &writer.write_value_to_vec(e.to_avro()).unwrap(),
+            );
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "firstmile.source",
+                value: Some(source),
+            });
+            producer
+                .send(
+                    FutureRecord::to(&self.events)
+                        .key(&e.event_id.to_string())
+                        .payload(&value)
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn count(&self, filter: &str) -> i64 {
+        self.client
+            .query_one(
+                &format!("SELECT count(*) FROM {}.events WHERE {filter}", self.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Polls until the table holds `n` rows matching `filter` (or 60 s).
+    async fn wait_rows(&self, filter: &str, n: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.count(filter).await;
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn cleanup(self) {
+        let _ = self
+            .client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await;
+        delete_topics(&[&self.events, &self.dlq]).await;
+    }
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(config: Config) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        let component = Metrics::new().component(Kind::Sink, "timescale");
+        firstmile_sink_timescale::run(&config, &component, &flag)
+            .await
+            .unwrap();
+    });
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+    }
+}
+
+fn dlq_kinds(topic: &str) -> Vec<String> {
+    let mut kinds: Vec<String> = read_topic(topic)
+        .iter()
+        .map(|m| {
+            let h = m.headers().unwrap();
+            let v = h
+                .iter()
+                .find(|h| h.key == "firstmile.dlq.error_kind")
+                .unwrap()
+                .value
+                .unwrap();
+            String::from_utf8(v.to_vec()).unwrap()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+const N: i64 = 600;
+
+async fn rows_values_redelivery_and_rollup(target: (&str, &str), timescale: bool) {
+    let f = Fixture::new(target).await;
+    f.produce(0..N, "1", |_| {}).await;
+    // Two bad ones: a pid too big for its column (caught before the
+    // database), a NUL in the message (refused by the database).
+    f.produce(N..N + 1, "1", |e| e.process.pid = Some(1 << 40))
+        .await;
+    f.produce(N + 1..N + 2, "1", |e| {
+        e.message = Some("nul \0 byte".into())
+    })
+    .await;
+    let sink = start(f.config(&f.db_url, &unique("group")));
+    assert_eq!(f.wait_rows("true", N).await, N);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.count("true").await, N, "exactly N rows");
+    let row = f
+        .client
+        .query_one(
+            &format!(
+                "SELECT source, message, log_level, bytes, host(source_ip), raw_offset, pipeline_version \
+                 FROM {}.events WHERE raw_offset = 3",
+                f.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "linux");
+    assert_eq!(row.get::<_, String>(1), "event 3");
+    assert_eq!(row.get::<_, String>(2), "error");
+    assert_eq!(row.get::<_, i32>(3), 100);
+    assert_eq!(row.get::<_, String>(4), "81.2.69.142");
+    assert_eq!(row.get::<_, i64>(5), 3);
+    assert_eq!(row.get::<_, String>(6), "1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dlq_kinds(&f.dlq).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(dlq_kinds(&f.dlq), ["invalid_row", "rejected_by_database"]);
+    sink.stop().await;
+
+    // The same events again, corrected (pipeline version 2), read by a new
+    // group: the same rows, new values.
+    f.produce(0..N, "2", |_| {}).await;
+    let sink = start(f.config(&f.db_url, &unique("group")));
+    assert_eq!(f.wait_rows("pipeline_version = '2'", N).await, N);
+    assert_eq!(f.count("true").await, N, "redelivery adds no rows");
+    sink.stop().await;
+
+    // The rollup matches a GROUP BY over the rows.
+    if timescale {
+        f.client
+            .batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('{}.events_per_minute', NULL, NULL)",
+                f.schema
+            ))
+            .await
+            .unwrap();
+    }
+    let query = |from: &str| {
+        format!(
+            "SELECT bucket, source, dataset, log_level, events, bytes FROM ({from}) r \
+             ORDER BY 1, 2, 3, 4"
+        )
+    };
+    let rollup = f
+        .client
+        .query(
+            &query(&format!("SELECT * FROM {}.events_per_minute", f.schema)),
+            &[],
+        )
+        .await
+        .unwrap();
+    let grouped = f
+        .client
+        .query(
+            &query(&format!(
+                "SELECT date_trunc('minute', received_at) AS bucket, source, \
+                 coalesce(dataset, '') AS dataset, coalesce(log_level, '') AS log_level, \
+                 count(*) AS events, sum(bytes)::bigint AS bytes \
+                 FROM {}.events GROUP BY 1, 2, 3, 4",
+                f.schema
+            )),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows =
+        |rs: &[tokio_postgres::Row]| -> Vec<(jiff::Timestamp, String, String, String, i64, i64)> {
+            rs.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                .collect()
+        };
+    assert!(!grouped.is_empty());
+    assert_eq!(rows(&rollup), rows(&grouped));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_values_redelivery_and_rollup() {
+    rows_values_redelivery_and_rollup(POSTGRES, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_rows_values_redelivery_and_rollup() {
+    rows_values_redelivery_and_rollup(TIMESCALEDB, true).await;
+}
+
+/// The database goes away mid-run (connections cut, port refused) and comes
+/// back: every event lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_run_loses_and_doubles_nothing() {
+    let f = Fixture::new(POSTGRES).await;
+    let target = address(&f.db_url);
+    let proxy = TcpProxy::start(&target).await;
+    let through_proxy = f
+        .db_url
+        .replace(&target, &format!("127.0.0.1:{}", proxy.port));
+    let sink = start(f.config(&through_proxy, &unique("group")));
+    f.produce(0..N / 2, "1", |_| {}).await;
+    assert_eq!(f.wait_rows("true", N / 2).await, N / 2);
+
+    let port = proxy.stop().await;
+    f.produce(N / 2..N, "1", |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        f.count("true").await,
+        N / 2,
+        "nothing is written while the database is away"
+    );
+    let _back = TcpProxy::start_on(port, &target).await;
+    assert_eq!(f.wait_rows("true", N).await, N);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.count("true").await, N, "exactly N rows");
+    assert!(dlq_kinds(&f.dlq).is_empty(), "an outage is not bad data");
+    sink.stop().await;
+    f.cleanup().await;
+}
