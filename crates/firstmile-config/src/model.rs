@@ -43,6 +43,9 @@ pub struct SinkSettings {
     pub input: Option<String>,
     /// Consumer group; default `firstmile-sink-<name>`.
     pub group: Option<String>,
+    /// This worker's static membership id in the group (a restarted worker
+    /// takes its partitions back at once). Default: the host name.
+    pub instance_id: Option<String>,
     /// Where rows the target refuses for their content go.
     pub dlq: String,
     /// A batch is written after this many records…
@@ -56,6 +59,7 @@ impl Default for SinkSettings {
         SinkSettings {
             input: None,
             group: None,
+            instance_id: None,
             dlq: "dlq".into(),
             batch_records: 5000,
             batch_ms: 1000,

@@ -48,6 +48,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct SinkTopics {
     pub input: String,
     pub group: String,
+    pub instance_id: String,
     pub dlq: String,
     pub batch_records: usize,
     pub batch: Duration,
@@ -69,6 +70,10 @@ impl SinkTopics {
                 .group
                 .clone()
                 .unwrap_or_else(|| "firstmile-sink-timescale".into()),
+            instance_id: s
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             dlq: s.dlq.clone(),
             batch_records: s.batch_records.max(1),
             batch: Duration::from_millis(s.batch_ms.max(1)),
@@ -79,12 +84,22 @@ impl SinkTopics {
 /// Runs the sink until `stop` is set (checked between batches).
 pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Result<(), SinkError> {
     let topics = SinkTopics::from_config(config);
-    let consumer: StreamConsumer = client_config(&config.kafka, ClientKind::Consumer)
+    let mut consumer_config = client_config(&config.kafka, ClientKind::Consumer);
+    // Static membership, as the stages: a restarted sink takes its
+    // partitions back without waiting out its old session.
+    consumer_config
         .set("group.id", &topics.group)
+        .set(
+            "group.instance.id",
+            format!("{}-{}", topics.group, topics.instance_id),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
+        .set("auto.offset.reset", "earliest");
+    if consumer_config.get("session.timeout.ms").is_none() {
+        consumer_config.set("session.timeout.ms", "10000");
+    }
+    let consumer: StreamConsumer = consumer_config.create()?;
     consumer.subscribe(&[topics.input.as_str()])?;
     let dlq_producer: FutureProducer = client_config(&config.kafka, ClientKind::Producer)
         .set("enable.idempotence", "true")

@@ -9,17 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apache_avro::writer::datum::GenericDatumWriter;
 use firstmile_config::{Config, ConfigFile};
-use firstmile_event::{event_schema, Event, Origin, EVENT_SCHEMA};
+use firstmile_event::{Event, EVENT_SCHEMA};
 use firstmile_metrics::{Kind, Metrics};
-use firstmile_schema::{confluent_frame, value_subject, Registry};
+use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, read_topic, registry_url, unique, TcpProxy,
+    brokers, create_topics, delete_topics, produce_events, read_topic, registry_url, sample_events,
+    unique, TcpProxy,
 };
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::message::{Headers, Message};
 use tokio_postgres::Client;
 
 const POSTGRES: (&str, &str) = (
@@ -117,54 +115,16 @@ batch_ms = 200
         .unwrap()
     }
 
-    /// Events for raw offsets `range`, each 100 bytes raw, spread over three
-    /// minutes and two sources, written as the enrich stage writes them.
+    /// Events for raw offsets `range` (testkit's sample), changed by `tweak`.
     async fn produce(
         &self,
         range: std::ops::Range<i64>,
         version: &str,
         tweak: impl Fn(&mut Event),
     ) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .unwrap();
-        let schema = event_schema();
-        let writer = GenericDatumWriter::builder(&schema).build().unwrap();
-        for offset in range {
-            let source = if offset % 2 == 0 { "openssh" } else { "linux" };
-            let origin = Origin {
-                source: source.into(),
-                topic: format!("raw.{source}"),
-                partition: 0,
-                offset,
-            };
-            let received = jiff::Timestamp::from_second(1_795_000_000 + offset % 180).unwrap();
-            let mut e = Event::new(origin, received, version);
-            e.raw_bytes = 100;
-            e.log.level = Some(if offset % 3 == 0 { "error" } else { "info" }.into());
-            e.message = Some(format!("event {offset}"));
-            e.source.ip = Some("81.2.69.142".parse().unwrap());
-            tweak(&mut e);
-            let value = confluent_frame(
-                self.schema_id,
-                &writer.write_value_to_vec(e.to_avro()).unwrap(),
-            );
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "firstmile.source",
-                value: Some(source),
-            });
-            producer
-                .send(
-                    FutureRecord::to(&self.events)
-                        .key(&e.event_id.to_string())
-                        .payload(&value)
-                        .headers(headers),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
-        }
+        let mut events = sample_events(range.start, range.end - range.start, version);
+        events.iter_mut().for_each(tweak);
+        produce_events(&self.events, self.schema_id, &events).await;
     }
 
     async fn count(&self, filter: &str) -> i64 {

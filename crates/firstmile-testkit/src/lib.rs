@@ -209,3 +209,67 @@ impl Drop for TcpProxy {
         self.task.abort();
     }
 }
+
+/// Writes events to `topic` as the enrich stage does: Avro of the shipped
+/// schema in Confluent framing under `schema_id`, key = event id, header
+/// `firstmile.source`.
+pub async fn produce_events(topic: &str, schema_id: u32, events: &[firstmile_event::Event]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client().set("linger.ms", "20").create().unwrap();
+    let schema = firstmile_event::event_schema();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+        .build()
+        .unwrap();
+    let records: Vec<(String, Vec<u8>, &str)> = events
+        .iter()
+        .map(|e| {
+            let datum = writer.write_value_to_vec(e.to_avro()).unwrap();
+            (
+                e.event_id.to_string(),
+                firstmile_schema::confluent_frame(schema_id, &datum),
+                e.origin.source.as_str(),
+            )
+        })
+        .collect();
+    let sends = records.iter().map(|(key, value, source)| {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "firstmile.source",
+            value: Some(*source),
+        });
+        producer.send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// `n` events of two sources over three minutes (100 bytes raw each), with
+/// raw offsets `first..first + n`; what the sink tests write.
+pub fn sample_events(first: i64, n: i64, version: &str) -> Vec<firstmile_event::Event> {
+    (first..first + n)
+        .map(|offset| {
+            let source = if offset % 2 == 0 { "openssh" } else { "linux" };
+            let origin = firstmile_event::Origin {
+                source: source.into(),
+                topic: format!("raw.{source}"),
+                partition: 0,
+                offset,
+            };
+            let received =
+                jiff::Timestamp::from_second(1_795_000_000 + offset % 180).expect("valid time");
+            let mut e = firstmile_event::Event::new(origin, received, version);
+            e.raw_bytes = 100;
+            e.log.level = Some(if offset % 3 == 0 { "error" } else { "info" }.into());
+            e.message = Some(format!("event {offset}"));
+            e.source.ip = "81.2.69.142".parse().ok();
+            e
+        })
+        .collect()
+}
