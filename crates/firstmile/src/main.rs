@@ -61,8 +61,8 @@ enum Command {
     Migrate(commands::migrate::MigrateArgs),
     /// Run the receivers (HTTP, syslog) that land events in raw topics.
     Ingest,
-    /// Run every role of the pipeline in this process: the receivers and
-    /// every stage (parse, enrich).
+    /// Run every role of the pipeline in this process: the receivers, every
+    /// stage (parse, enrich) and the timescale sink.
     Run,
     /// Run one processing stage (a consumer group member) until SIGINT/SIGTERM.
     Process(commands::process::ProcessArgs),
