@@ -29,7 +29,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub use rows::{Row, RowError, COLUMNS};
-pub use writer::{WriteError, Writer};
+pub use writer::{WriteError, Writer, CONTINUOUS_AGGREGATES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

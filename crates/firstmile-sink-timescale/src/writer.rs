@@ -45,6 +45,14 @@ fn is_content(code: &SqlState) -> bool {
     c.starts_with("22") || c.starts_with("23")
 }
 
+/// The continuous aggregates over `events` (migrations 0002 and 0005).
+pub const CONTINUOUS_AGGREGATES: [&str; 4] = [
+    "events_per_minute",
+    "bytes_per_source_hour",
+    "failed_logins_per_minute",
+    "http_status_per_minute",
+];
+
 /// One connection to the database and what is known about it.
 pub struct Writer {
     client: Client,
@@ -146,27 +154,31 @@ impl Writer {
                 let tx = self.client.transaction().await?;
                 tx.batch_execute(&format!("SET LOCAL search_path = {}", self.schema))
                     .await?;
-                tx.execute(
-                    "SELECT firstmile_refresh_events_per_minute($1, $2)",
-                    &[&from, &to],
-                )
-                .await?;
+                tx.execute("SELECT firstmile_refresh_rollups($1, $2)", &[&from, &to])
+                    .await?;
                 tx.commit().await?;
             }
             Flavour::TimescaleDb => {
                 if from >= jiff::Timestamp::now() - window {
                     return Ok(());
                 }
-                // The aggregate's buckets are whole minutes: cover the last one.
-                let to = to + jiff::SignedDuration::from_secs(60);
-                // CALL cannot take parameters for the window here and must run
-                // outside a transaction: literal timestamps from our own values.
-                self.client
-                    .batch_execute(&format!(
-                        "CALL refresh_continuous_aggregate('{}.events_per_minute', '{from}', '{to}')",
-                        self.schema
-                    ))
-                    .await?;
+                // Buckets are whole minutes or hours: cover the first and the
+                // last hour whole.
+                let from = jiff::Timestamp::from_second(
+                    from.as_second() - from.as_second().rem_euclid(3600),
+                )
+                .unwrap_or(from);
+                let to = to + jiff::SignedDuration::from_secs(3600);
+                // CALL must run outside a transaction; the bounds are our
+                // own timestamps, printed in RFC 3339.
+                for aggregate in CONTINUOUS_AGGREGATES {
+                    self.client
+                        .batch_execute(&format!(
+                            "CALL refresh_continuous_aggregate('{}.{aggregate}', '{from}', '{to}')",
+                            self.schema
+                        ))
+                        .await?;
+                }
             }
         }
         Ok(())
