@@ -234,6 +234,47 @@ fn vary(e: &mut Event) {
         e.host.name = Some(format!("web-{}", n % 2));
         e.http.response_status_code = Some(if n % 3 == 0 { 404 } else { 200 });
     }
+    if n % 11 == 0 {
+        e.source.geo = Some(firstmile_event::Geo {
+            city_name: Some("London".into()),
+            country_iso_code: Some("GB".into()),
+            location: None,
+        });
+        e.threat = Some(firstmile_event::Threat {
+            indicator: firstmile_event::ThreatIndicator {
+                kind: "ipv4-addr".into(),
+                matched: "81.2.69.142".into(),
+                matched_field: "source.ip".into(),
+            },
+        });
+    }
+}
+
+/// Every panel query of the shipped Grafana dashboards, with Grafana's time
+/// filter macro spelled out for a range that holds the sample data.
+fn panel_queries() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana/dashboards");
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let sql = target["rawSql"].as_str().unwrap();
+                let re = regex::Regex::new(r"\$__timeFilter\(([a-z_]+)\)").unwrap();
+                let sql = re.replace_all(sql, "$1 BETWEEN '2000-01-01' AND '2100-01-01'");
+                assert!(
+                    !sql.contains("$__"),
+                    "a macro the test does not expand: {sql}"
+                );
+                let title = format!("{}: {}", dashboard["title"], panel["title"]);
+                queries.push((title, sql.into_owned()));
+            }
+        }
+    }
+    assert!(queries.len() >= 10, "the dashboards have their panels");
+    queries
 }
 
 async fn rows_values_redelivery_and_rollup(target: (&str, &str)) {
@@ -324,6 +365,19 @@ async fn rows_values_redelivery_and_rollup(target: (&str, &str)) {
         let got = text_rows(&f.client, &format!("SELECT * FROM {}.{aggregate}", f.schema)).await;
         assert!(!expected.is_empty(), "{aggregate}: the sample has rows for it");
         assert_eq!(got, expected, "{aggregate} against a GROUP BY over the rows");
+    }
+
+    // Every dashboard panel's query runs on this database and returns rows.
+    for (title, sql) in panel_queries() {
+        let rows = text_rows(
+            &f.client,
+            &format!(
+                "BEGIN; SET LOCAL search_path TO {}; {sql}; COMMIT",
+                f.schema
+            ),
+        )
+        .await;
+        assert!(!rows.is_empty(), "panel {title} returned no rows:\n{sql}");
     }
     f.cleanup().await;
 }
