@@ -2,8 +2,9 @@
 //! framing and multiline rules as the receivers, waiting for every acknowledgment.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use firstmile_kafka::raw::SendError;
 use firstmile_metrics::Component;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -91,11 +92,31 @@ where
             };
             report.events += 1;
             ctx.metrics.received(source, 1, event.len() as u64);
-            // Wait for budget as long as it takes: a file can always wait.
-            let delivery = ctx
-                .send(&shared.acked, &event, &at, None)
-                .await
-                .map_err(ReceiverError::Send)?;
+            // Wait for budget as long as it takes (a file can always wait),
+            // settling deliveries meanwhile: they hold the budget until they
+            // are polled to completion, so waiting without polling them
+            // deadlocked once the budget was full (found by the benchmark).
+            let delivery = loop {
+                match ctx
+                    .send(&shared.acked, &event, &at, Some(Duration::ZERO))
+                    .await
+                {
+                    Ok(d) => break d,
+                    Err(SendError::Busy { .. }) if !pending.is_empty() => {
+                        if let Some(ok) = futures::StreamExt::next(&mut pending).await {
+                            report.stored += u64::from(ok);
+                        }
+                    }
+                    // Nothing in flight holds budget: waiting frees it.
+                    Err(SendError::Busy { .. }) => {
+                        break ctx
+                            .send(&shared.acked, &event, &at, None)
+                            .await
+                            .map_err(ReceiverError::Send)?
+                    }
+                    Err(e) => return Err(ReceiverError::Send(e)),
+                }
+            };
             let ctx = Arc::clone(&ctx);
             let len = event.len();
             pending.push(async move { ctx.settle(delivery, len).await });

@@ -167,6 +167,36 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
     delete_topics(&config).await;
 }
 
+/// More small events than the in-flight budget holds: produce settles
+/// deliveries while it waits for budget (it once waited forever).
+#[tokio::test]
+async fn produce_outlasts_a_full_in_flight_budget() {
+    let mut config = base_config();
+    config.ingest.max_in_flight_bytes = 64 << 10; // 64 events of up to 1 KiB
+    let topic = add_source(&mut config, "linux", 1).await;
+    let shared = firstmile_receivers::Shared::new(&config).unwrap();
+    let metrics = firstmile_metrics::Metrics::new().component(Kind::Receiver, "file");
+    let lines: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        firstmile_receivers::produce(
+            shared,
+            metrics,
+            "linux",
+            "h",
+            "stdin",
+            lines.as_bytes(),
+            |_| {},
+        ),
+    )
+    .await
+    .expect("produce finished: no deadlock on a full budget")
+    .unwrap();
+    assert_eq!((report.events, report.stored), (5000, 5000));
+    assert_eq!(read_topic(&topic).len(), 5000);
+    delete_topics(&config).await;
+}
+
 #[tokio::test]
 async fn produce_sends_a_file_with_multiline_joining() {
     let mut config = base_config();
