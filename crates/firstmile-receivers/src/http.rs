@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -160,9 +160,25 @@ async fn post_events(
     let deadline = Instant::now() + app.shared.delivery_timeout;
     let mut deliveries = Vec::with_capacity(events.len());
     let mut refused = None;
+    let mut stored = 0;
     for event in &events {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match ctx.send(producer, event, &at, Some(wait)).await {
+        // This request's own deliveries hold budget until they are settled:
+        // when the budget is full, settle the older half first, so a request
+        // larger than the budget is not refused while Kafka keeps up.
+        let sent = loop {
+            match ctx.send(producer, event, &at, Some(Duration::ZERO)).await {
+                Err(SendError::Busy { .. }) if !deliveries.is_empty() => {
+                    let older: Vec<_> = deliveries.drain(..deliveries.len().div_ceil(2)).collect();
+                    stored += ctx.settle_all(older).await;
+                }
+                Err(SendError::Busy { .. }) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    break ctx.send(producer, event, &at, Some(wait)).await;
+                }
+                other => break other,
+            }
+        };
+        match sent {
             Ok(d) => deliveries.push((d, event.len())),
             Err(e) => {
                 refused = Some(e);
@@ -170,7 +186,7 @@ async fn post_events(
             }
         }
     }
-    let stored = ctx.settle_all(deliveries).await;
+    stored += ctx.settle_all(deliveries).await;
     if refused.is_none() && stored == events.len() {
         return (StatusCode::OK, Json(json!({ "accepted": stored }))).into_response();
     }
