@@ -255,6 +255,7 @@ fn vary(e: &mut Event) {
 fn panel_queries() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana/dashboards");
     let mut queries = Vec::new();
+    let re = regex::Regex::new(r"\$__timeFilter\(([a-z_]+)\)").unwrap();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let dashboard: serde_json::Value =
@@ -262,7 +263,6 @@ fn panel_queries() -> Vec<(String, String)> {
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
                 let sql = target["rawSql"].as_str().unwrap();
-                let re = regex::Regex::new(r"\$__timeFilter\(([a-z_]+)\)").unwrap();
                 let sql = re.replace_all(sql, "$1 BETWEEN '2000-01-01' AND '2100-01-01'");
                 assert!(
                     !sql.contains("$__"),

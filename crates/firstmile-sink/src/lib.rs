@@ -1,0 +1,90 @@
+//! What every sink shares. A sink is a consumer group on `events` that
+//! writes each batch to its target idempotently (keyed by `event_id`), then
+//! commits the batch's offsets: a crash in between writes the batch again,
+//! which the target turns into the same rows or documents. Bad records go to
+//! `dlq` with the reason; an outage of the target, the registry or the broker
+//! is waited out (backoff 250 ms → 30 s), never dead-lettered.
+
+mod consumer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use firstmile_event::Event;
+use firstmile_schema::{Decoder, Registry};
+use rdkafka::message::{Message, OwnedMessage};
+
+pub use consumer::{source_of, DeadLetter, SinkConsumer, SinkTopics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The longest wait between two attempts at an unavailable dependency.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Exponential backoff from 250 ms to [`MAX_BACKOFF`].
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(250))
+    }
+}
+
+impl Backoff {
+    /// Sleeps for the current wait (and doubles it); false if `stop` was set.
+    pub async fn wait(&mut self, stop: &AtomicBool) -> bool {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        !stop.load(Ordering::SeqCst)
+    }
+
+    pub fn current(&self) -> Duration {
+        self.0
+    }
+}
+
+/// Events out of the sink's input: Avro, writer schemas fetched by id.
+pub struct EventDecoder(Decoder);
+
+impl EventDecoder {
+    pub fn new(config: &firstmile_config::SchemaRegistry) -> Result<EventDecoder, SinkError> {
+        let registry = Registry::new(config).map_err(|e| SinkError::Setup(e.to_string()))?;
+        Ok(EventDecoder(Decoder::new(
+            registry,
+            firstmile_event::event_schema(),
+        )))
+    }
+
+    /// Fetches the writer schemas the batch needs, waiting out a registry
+    /// outage; false if `stop` was set meanwhile.
+    pub async fn prepare(&mut self, batch: &[OwnedMessage], stop: &AtomicBool) -> bool {
+        let mut backoff = Backoff::default();
+        for id in self
+            .0
+            .missing(batch.iter().map(|r| r.payload().unwrap_or_default()))
+        {
+            while let Err(e) = self.0.fetch(id).await {
+                tracing::warn!(schema_id = id, error = %e, retry_in = ?backoff.current(), "schema registry unavailable");
+                if !backoff.wait(stop).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The record's event, or its dead-letter kind and message.
+    pub fn decode(&self, record: &OwnedMessage) -> Result<Event, (&'static str, String)> {
+        let value = self
+            .0
+            .decode(record.payload().unwrap_or_default())
+            .map_err(|e| (e.kind, e.message))?;
+        Event::from_avro(&value).map_err(|e| ("invalid_event", e.to_string()))
+    }
+}
