@@ -31,6 +31,8 @@ pub struct Config {
 pub struct Sinks {
     /// events -> PostgreSQL/TimescaleDB (`[database]`)
     pub timescale: SinkSettings,
+    /// events -> Elasticsearch (`[elasticsearch]`)
+    pub elasticsearch: SinkSettings,
 }
 
 /// A sink's consumer group and batching. Offsets are committed only after
@@ -262,6 +264,9 @@ impl Default for Database {
 #[serde(deny_unknown_fields, default)]
 pub struct Elasticsearch {
     pub url: String,
+    /// Daily indices are `<index_prefix>-YYYY.MM.DD` behind the alias
+    /// `<index_prefix>`; the template is `firstmile-<index_prefix>`.
+    pub index_prefix: String,
     pub username: Option<String>,
     pub password: Option<String>,
     pub api_key: Option<String>,
@@ -272,6 +277,7 @@ impl Default for Elasticsearch {
     fn default() -> Self {
         Elasticsearch {
             url: "http://127.0.0.1:9200".into(),
+            index_prefix: "events".into(),
             username: None,
             password: None,
             api_key: None,

@@ -40,9 +40,10 @@ impl SinkTopics {
                 .group
                 .clone()
                 .unwrap_or_else(|| format!("firstmile-sink-{name}")),
-            instance_id: settings.instance_id.clone().unwrap_or_else(|| {
-                gethostname::gethostname().to_string_lossy().into_owned()
-            }),
+            instance_id: settings
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             dlq: settings.dlq.clone(),
             batch_records: settings.batch_records.max(1),
             batch: Duration::from_millis(settings.batch_ms.max(1)),
@@ -124,8 +125,7 @@ impl SinkConsumer {
             if let Some(key) = record.key() {
                 out = out.key(key);
             }
-            self.dead_letters
-                .send(out, rdkafka::util::Timeout::Never)
+            self.dead_letters.send(out, rdkafka::util::Timeout::Never)
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| e)?;

@@ -37,9 +37,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Sleeps for the current wait (and doubles it); false if `stop` was set.
+    /// Sleeps for the current wait plus up to a quarter more (jitter, so
+    /// workers that failed together do not retry together), then doubles
+    /// the wait; false if `stop` was set.
     pub async fn wait(&mut self, stop: &AtomicBool) -> bool {
-        tokio::time::sleep(self.0).await;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let jitter = self.0.mul_f64(f64::from(nanos % 1000) / 4000.0);
+        tokio::time::sleep(self.0 + jitter).await;
         self.0 = (self.0 * 2).min(MAX_BACKOFF);
         !stop.load(Ordering::SeqCst)
     }

@@ -54,8 +54,13 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
                 .with_context(|| format!("starting stage {name}"))?;
             stages.push((name, flatten(worker)));
         }
-        let sink = super::sink::start(config, &metrics, &stop);
-        stages.push(("sink timescale", flatten(sink)));
+        for sink in [
+            super::sink::SinkCommand::Timescale,
+            super::sink::SinkCommand::Elasticsearch,
+        ] {
+            let worker = super::sink::start(config, sink, &metrics, &stop);
+            stages.push((sink.name(), flatten(worker)));
+        }
     }
     // Until a signal, or until a stage ends (a fatal error): then everything
     // stops, and the orchestrator restarts the process.

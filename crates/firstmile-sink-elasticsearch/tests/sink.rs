@@ -1,0 +1,360 @@
+//! The sink against the real Elasticsearch, broker and registry of
+//! `scripts/stack`: N events → exactly N documents with the expected fields
+//! and types; a date_histogram matches the events; 10,000 distinct extra keys
+//! do not grow the mapping; planted mapping conflicts go to `dlq` while the
+//! rest is indexed; redelivery keeps the count; an outage mid-run (every
+//! connection cut, the port refused) loses and doubles nothing.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firstmile_config::{Config, ConfigFile};
+use firstmile_event::{Event, EVENT_SCHEMA};
+use firstmile_metrics::{Kind, Metrics};
+use firstmile_schema::{value_subject, Registry};
+use firstmile_testkit::{
+    brokers, create_topics, delete_topics, produce_events, read_topic, registry_url, sample_events,
+    unique, TcpProxy,
+};
+use rdkafka::message::{Headers, Message};
+use serde_json::{json, Value};
+
+fn es_url() -> String {
+    std::env::var("FIRSTMILE_ELASTICSEARCH__URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
+}
+
+struct Fixture {
+    events: String,
+    dlq: String,
+    prefix: String,
+    schema_id: u32,
+    http: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let (events, dlq) = (unique("events"), unique("dlq"));
+        create_topics(&[&events, &dlq], 3).await;
+        let registry = Registry::new(&firstmile_config::SchemaRegistry {
+            url: registry_url(),
+            ..Default::default()
+        })
+        .unwrap();
+        let schema_id = registry
+            .register(&value_subject(&events), EVENT_SCHEMA)
+            .await
+            .unwrap();
+        // Index names are lower case, without dots at the start.
+        let prefix = unique("es").replace('.', "-").to_lowercase();
+        Fixture {
+            events,
+            dlq,
+            prefix,
+            schema_id,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn config(&self, url: &str, group: &str) -> Config {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{}"
+[schema_registry]
+url = "{}"
+[elasticsearch]
+url = "{url}"
+index_prefix = "{}"
+[sinks.elasticsearch]
+input = "{}"
+dlq = "{}"
+group = "{group}"
+batch_records = 2000
+batch_ms = 300
+"#,
+            brokers(),
+            registry_url(),
+            self.prefix,
+            self.events,
+            self.dlq,
+        );
+        firstmile_config::load(
+            Some(ConfigFile {
+                path: Path::new("test.toml"),
+                text: &text,
+            }),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    async fn es(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", es_url()));
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Documents in the alias, after a refresh.
+    async fn count(&self) -> u64 {
+        self.es(
+            reqwest::Method::POST,
+            &format!("/{}/_refresh", self.prefix),
+            None,
+        )
+        .await;
+        let answer = self
+            .es(
+                reqwest::Method::GET,
+                &format!("/{}/_count", self.prefix),
+                None,
+            )
+            .await;
+        answer["count"].as_u64().unwrap_or(0)
+    }
+
+    async fn wait_count(&self, n: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let got = self.count().await;
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn cleanup(self) {
+        self.es(
+            reqwest::Method::DELETE,
+            &format!("/{}-*", self.prefix),
+            None,
+        )
+        .await;
+        self.es(
+            reqwest::Method::DELETE,
+            &format!("/_index_template/firstmile-{}", self.prefix),
+            None,
+        )
+        .await;
+        delete_topics(&[&self.events, &self.dlq]).await;
+    }
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(config: Config) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        let component = Metrics::new().component(Kind::Sink, "elasticsearch");
+        firstmile_sink_elasticsearch::run(&config, &component, &flag)
+            .await
+            .unwrap();
+    });
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+    }
+}
+
+fn dlq_reasons(topic: &str) -> Vec<(String, String)> {
+    read_topic(topic)
+        .iter()
+        .map(|m| {
+            let h = m.headers().unwrap();
+            let get = |name: &str| {
+                let v = h.iter().find(|x| x.key == name).unwrap().value.unwrap();
+                String::from_utf8(v.to_vec()).unwrap()
+            };
+            (
+                get("firstmile.dlq.error_kind"),
+                get("firstmile.dlq.error_message"),
+            )
+        })
+        .collect()
+}
+
+const N: i64 = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_fields_histogram_bounded_mapping_conflicts_and_redelivery() {
+    let f = Fixture::new().await;
+    // Each event carries a key no other has: 3,000 distinct parsed fields.
+    let mut events: Vec<Event> = sample_events(0, N, "1");
+    for e in &mut events {
+        e.fields
+            .insert(format!("extra_{}", e.origin.offset), "x".into());
+    }
+    // A planted conflict: the day index of events received on 2026-11-19
+    // exists with `message` as a number (and malformed values refused), so
+    // those documents cannot be indexed.
+    f.es(
+        reqwest::Method::PUT,
+        &format!("/{}-2026.11.19", f.prefix),
+        Some(json!({
+            "settings": {"index.mapping.ignore_malformed": false},
+            "mappings": {"properties": {"message": {"type": "long"}}},
+        })),
+    )
+    .await;
+    let conflicting: Vec<Event> = sample_events(N, 5, "1")
+        .into_iter()
+        .map(|mut e| {
+            e.received_at = "2026-11-19T12:00:00Z".parse().unwrap();
+            e
+        })
+        .collect();
+    produce_events(&f.events, f.schema_id, &events).await;
+    produce_events(&f.events, f.schema_id, &conflicting).await;
+    let sink = start(f.config(&es_url(), &unique("group")));
+
+    assert_eq!(f.wait_count(N as u64).await, N as u64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dlq_reasons(&f.dlq).len() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let dead = dlq_reasons(&f.dlq);
+    assert_eq!(dead.len(), 5, "{dead:?}");
+    for (kind, message) in &dead {
+        assert_eq!(kind, "rejected_by_elasticsearch");
+        assert!(
+            message.contains("message"),
+            "the reason names the field: {message}"
+        );
+    }
+
+    // Fields and types: one document by its id.
+    let e = &events[3];
+    let doc = f
+        .es(
+            reqwest::Method::GET,
+            &format!("/{}/_doc/{}", index_of(&f, e), e.event_id),
+            None,
+        )
+        .await;
+    let source = &doc["_source"];
+    assert_eq!(source["message"], "event 3");
+    assert_eq!(source["log"]["level"], "error");
+    assert_eq!(source["source"]["ip"], "81.2.69.142");
+    assert_eq!(source["firstmile"]["origin"]["offset"], 3);
+    assert_eq!(source["firstmile"]["fields"]["extra_3"], "x");
+    let mapping = f
+        .es(
+            reqwest::Method::GET,
+            &format!("/{}/_mapping", index_of(&f, e)),
+            None,
+        )
+        .await;
+    let props = &mapping[index_of(&f, e)]["mappings"]["properties"];
+    assert_eq!(props["@timestamp"]["type"], "date");
+    assert_eq!(props["source"]["properties"]["ip"]["type"], "ip");
+    assert_eq!(props["log"]["properties"]["level"]["type"], "keyword");
+    assert_eq!(
+        props["firstmile"]["properties"]["fields"]["type"],
+        "flattened"
+    );
+    let mapping_text = mapping.to_string();
+    assert!(
+        !mapping_text.contains("extra_"),
+        "3,000 distinct keys add no fields to the mapping"
+    );
+
+    // A date_histogram over @timestamp matches the events' own counts.
+    let answer = f
+        .es(
+            reqwest::Method::POST,
+            &format!("/{}/_search", f.prefix),
+            Some(json!({"size": 0, "aggs": {"per_minute": {
+                "date_histogram": {"field": "@timestamp", "fixed_interval": "1m"}}}})),
+        )
+        .await;
+    let mut expected = std::collections::BTreeMap::<i64, u64>::new();
+    for e in &events {
+        *expected
+            .entry(e.timestamp.as_second() / 60 * 60_000)
+            .or_default() += 1;
+    }
+    let got: std::collections::BTreeMap<i64, u64> = answer["aggregations"]["per_minute"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["doc_count"].as_u64() != Some(0))
+        .map(|b| (b["key"].as_i64().unwrap(), b["doc_count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    sink.stop().await;
+
+    // Redelivery, corrected: same documents, new values.
+    let again: Vec<Event> = sample_events(0, N, "2");
+    produce_events(&f.events, f.schema_id, &again).await;
+    let sink = start(f.config(&es_url(), &unique("group")));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        f.count().await; // refreshes
+        let answer = f
+            .es(
+                reqwest::Method::POST,
+                &format!("/{}/_count", f.prefix),
+                Some(json!({"query": {"term": {"firstmile.pipeline_version": "2"}}})),
+            )
+            .await;
+        if answer["count"].as_u64() == Some(N as u64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redelivered values not indexed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(f.count().await, N as u64, "redelivery adds no documents");
+    sink.stop().await;
+    f.cleanup().await;
+}
+
+fn index_of(f: &Fixture, e: &Event) -> String {
+    firstmile_sink_elasticsearch::index_name(&f.prefix, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_mid_run_loses_and_doubles_nothing() {
+    let f = Fixture::new().await;
+    let target = es_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = TcpProxy::start(&target).await;
+    let sink = start(f.config(
+        &format!("http://127.0.0.1:{}", proxy.port),
+        &unique("group"),
+    ));
+    produce_events(&f.events, f.schema_id, &sample_events(0, N / 2, "1")).await;
+    assert_eq!(f.wait_count(N as u64 / 2).await, N as u64 / 2);
+
+    let port = proxy.stop().await;
+    produce_events(&f.events, f.schema_id, &sample_events(N / 2, N / 2, "1")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        f.count().await,
+        N as u64 / 2,
+        "nothing is indexed while it is away"
+    );
+    let _back = TcpProxy::start_on(port, &target).await;
+    assert_eq!(f.wait_count(N as u64).await, N as u64);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.count().await, N as u64, "exactly N documents");
+    assert!(dlq_reasons(&f.dlq).is_empty(), "an outage is not bad data");
+    sink.stop().await;
+    f.cleanup().await;
+}

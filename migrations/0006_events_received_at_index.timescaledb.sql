@@ -1,0 +1,3 @@
+-- Nothing to do: create_hypertable made an index on received_at (see the
+-- PostgreSQL file).
+SELECT 1;
