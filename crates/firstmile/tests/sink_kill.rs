@@ -1,8 +1,11 @@
-//! `firstmile sink timescale` against the real broker and PostgreSQL 15:
-//! SIGKILL it mid-stream several times and restart it; the table ends with
-//! exactly one row per event.
+//! `firstmile sink timescale|elasticsearch` against the real broker,
+//! PostgreSQL 15 and Elasticsearch: SIGKILL the sink mid-stream several
+//! times and restart it; the target ends with exactly one row or document
+//! per event.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,14 +25,13 @@ impl Drop for Sink {
     }
 }
 
-/// The sink with the configuration in `dir`; the database settings are
-/// also given as variables, which win over any the test runs with.
-fn spawn(dir: &Path, url: &str, schema: &str) -> Sink {
+/// `firstmile sink NAME` with the configuration in `dir`; `env` wins over
+/// variables the test itself runs with.
+fn spawn(dir: &Path, name: &str, env: &[(String, String)]) -> Sink {
     let child = Command::new(env!("CARGO_BIN_EXE_firstmile"))
         .current_dir(dir)
-        .args(["sink", "timescale"])
-        .env("FIRSTMILE_DATABASE__URL", url)
-        .env("FIRSTMILE_DATABASE__SCHEMA", schema)
+        .args(["sink", name])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -38,22 +40,13 @@ fn spawn(dir: &Path, url: &str, schema: &str) -> Sink {
     Sink(child)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_sink_ends_with_exactly_one_row_per_event() {
+type Count<'a> = Box<dyn Fn() -> Pin<Box<dyn Future<Output = i64> + 'a>> + 'a>;
+
+/// Produces N events, kills the sink each time another fifth has landed
+/// (three times), restarts it, and checks the target ends with exactly N.
+async fn kill_three_times(name: &str, env: &[(String, String)], count: Count<'_>) {
     let (events, dlq) = (unique("events"), unique("dlq"));
     create_topics(&[&events, &dlq], 3).await;
-    let schema = unique("kill").replace(['.', '-'], "_");
-    let url = std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into());
-    let db = firstmile_config::Database {
-        url: url.clone(),
-        schema: schema.clone(),
-        ..Default::default()
-    };
-    let mut client = firstmile_db::connect(&db).await.unwrap();
-    firstmile_db::migrate(&mut client, &schema, None)
-        .await
-        .unwrap();
     let registry = firstmile_schema::Registry::new(&firstmile_config::SchemaRegistry {
         url: registry_url(),
         ..Default::default()
@@ -67,14 +60,12 @@ async fn a_sigkilled_sink_ends_with_exactly_one_row_per_event() {
         .await
         .unwrap();
     produce_events(&events, schema_id, &sample_events(0, N, "1")).await;
-
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("firstmile.toml"),
         format!(
             "[kafka]\nbrokers = \"{}\"\n[schema_registry]\nurl = \"{}\"\n\
-             [database]\nurl = \"{url}\"\nschema = \"{schema}\"\n\
-             [sinks.timescale]\ninput = \"{events}\"\ndlq = \"{dlq}\"\ngroup = \"{}\"\n\
+             [sinks.{name}]\ninput = \"{events}\"\ndlq = \"{dlq}\"\ngroup = \"{}\"\n\
              batch_records = 1000\n[metrics]\nlisten = \"\"\n",
             brokers(),
             registry_url(),
@@ -82,52 +73,93 @@ async fn a_sigkilled_sink_ends_with_exactly_one_row_per_event() {
         ),
     )
     .unwrap();
-    let rows = || async {
-        client
-            .query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
-
-    // Kill the sink each time it has written another fifth of the events.
     for round in 1..=3 {
-        let sink = spawn(dir.path(), &url, &schema);
+        let sink = spawn(dir.path(), name, env);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while rows().await < round * N / 5 {
+        while count().await < round * N / 5 {
             assert!(Instant::now() < deadline, "the sink made no progress");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(sink); // SIGKILL, mid-stream
     }
-    let after_kills = rows().await;
-    eprintln!("after three SIGKILLs: {after_kills} of {N} rows");
+    let after_kills = count().await;
+    eprintln!("{name}: after three SIGKILLs: {after_kills} of {N}");
     assert!(after_kills < N, "the kills came after the stream had ended");
 
-    let _sink = spawn(dir.path(), &url, &schema);
+    let _sink = spawn(dir.path(), name, env);
     let deadline = Instant::now() + Duration::from_secs(180);
-    while rows().await < N {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {N} rows",
-            rows().await
-        );
+    while count().await < N {
+        assert!(Instant::now() < deadline, "only {} of {N}", count().await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rows().await, N, "exactly one row per event");
-    let distinct: i64 = client
-        .query_one(
-            &format!("SELECT count(DISTINCT (raw_topic, raw_offset)) FROM {schema}.events"),
-            &[],
-        )
+    assert_eq!(count().await, N, "exactly one per event");
+    delete_topics(&[&events, &dlq]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_timescale_sink_ends_with_exactly_one_row_per_event() {
+    let schema = unique("kill").replace(['.', '-'], "_");
+    let url = std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into());
+    let db = firstmile_config::Database {
+        url: url.clone(),
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let mut client = firstmile_db::connect(&db).await.unwrap();
+    firstmile_db::migrate(&mut client, &schema, None)
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(distinct, N);
+        .unwrap();
+    let env = [
+        ("FIRSTMILE_DATABASE__URL".to_string(), url),
+        ("FIRSTMILE_DATABASE__SCHEMA".to_string(), schema.clone()),
+    ];
+    let sql =
+        format!("SELECT count(DISTINCT (raw_topic, raw_offset)), count(*) FROM {schema}.events");
+    let count: Count = Box::new(|| {
+        Box::pin(async {
+            let row = client.query_one(&sql, &[]).await.unwrap();
+            let (distinct, all): (i64, i64) = (row.get(0), row.get(1));
+            assert_eq!(distinct, all, "a duplicate row");
+            all
+        })
+    });
+    kill_three_times("timescale", &env, count).await;
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
-    delete_topics(&[&events, &dlq]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_elasticsearch_sink_ends_with_exactly_one_document_per_event() {
+    let url = std::env::var("FIRSTMILE_ELASTICSEARCH__URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let prefix = unique("kill").replace('.', "-").to_lowercase();
+    let env = [
+        ("FIRSTMILE_ELASTICSEARCH__URL".to_string(), url.clone()),
+        (
+            "FIRSTMILE_ELASTICSEARCH__INDEX_PREFIX".to_string(),
+            prefix.clone(),
+        ),
+    ];
+    let http = reqwest::Client::new();
+    let count: Count = Box::new(|| {
+        Box::pin(async {
+            let _ = http.post(format!("{url}/{prefix}/_refresh")).send().await;
+            let answer: serde_json::Value =
+                match http.get(format!("{url}/{prefix}/_count")).send().await {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                };
+            answer["count"].as_i64().unwrap_or(0)
+        })
+    });
+    kill_three_times("elasticsearch", &env, count).await;
+    let _ = http.delete(format!("{url}/{prefix}-*")).send().await;
+    let _ = http
+        .delete(format!("{url}/_index_template/firstmile-{prefix}"))
+        .send()
+        .await;
 }
