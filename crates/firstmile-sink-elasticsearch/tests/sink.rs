@@ -185,12 +185,12 @@ fn dlq_reasons(topic: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-const N: i64 = 3000;
+const N: i64 = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_fields_histogram_bounded_mapping_conflicts_and_redelivery() {
     let f = Fixture::new().await;
-    // Each event carries a key no other has: 3,000 distinct parsed fields.
+    // Each event carries a key no other has: 10,000 distinct parsed fields.
     let mut events: Vec<Event> = sample_events(0, N, "1");
     for e in &mut events {
         e.fields
@@ -267,7 +267,7 @@ async fn documents_fields_histogram_bounded_mapping_conflicts_and_redelivery() {
     let mapping_text = mapping.to_string();
     assert!(
         !mapping_text.contains("extra_"),
-        "3,000 distinct keys add no fields to the mapping"
+        "10,000 distinct keys add no fields to the mapping"
     );
 
     // A date_histogram over @timestamp matches the events' own counts.
