@@ -5,20 +5,16 @@
 //! rest is indexed; redelivery keeps the count; an outage mid-run (every
 //! connection cut, the port refused) loses and doubles nothing.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firstmile_config::{Config, ConfigFile};
+use firstmile_config::Config;
 use firstmile_event::{Event, EVENT_SCHEMA};
 use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, produce_events, read_topic, registry_url, sample_events,
-    unique, TcpProxy,
+    brokers, create_topics, dead_letters, delete_topics, produce_events, registry_url,
+    sample_events, unique, Background, TcpProxy,
 };
-use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 
 fn es_url() -> String {
@@ -80,14 +76,7 @@ batch_ms = 300
             self.events,
             self.dlq,
         );
-        firstmile_config::load(
-            Some(ConfigFile {
-                path: Path::new("test.toml"),
-                text: &text,
-            }),
-            Vec::new(),
-        )
-        .unwrap()
+        firstmile_testkit::config(&text)
     }
 
     async fn es(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -144,45 +133,13 @@ batch_ms = 300
     }
 }
 
-struct Running {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start(config: Config) -> Running {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let task = tokio::spawn(async move {
+fn start(config: Config) -> Background {
+    Background::spawn(|stop| async move {
         let component = Metrics::new().component(Kind::Sink, "elasticsearch");
-        firstmile_sink_elasticsearch::run(&config, &component, &flag)
+        firstmile_sink_elasticsearch::run(&config, &component, &stop)
             .await
             .unwrap();
-    });
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap();
-    }
-}
-
-fn dlq_reasons(topic: &str) -> Vec<(String, String)> {
-    read_topic(topic)
-        .iter()
-        .map(|m| {
-            let h = m.headers().unwrap();
-            let get = |name: &str| {
-                let v = h.iter().find(|x| x.key == name).unwrap().value.unwrap();
-                String::from_utf8(v.to_vec()).unwrap()
-            };
-            (
-                get("firstmile.dlq.error_kind"),
-                get("firstmile.dlq.error_message"),
-            )
-        })
-        .collect()
+    })
 }
 
 const N: i64 = 10_000;
@@ -221,10 +178,10 @@ async fn documents_fields_histogram_bounded_mapping_conflicts_and_redelivery() {
 
     assert_eq!(f.wait_count(N as u64).await, N as u64);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while dlq_reasons(&f.dlq).len() < 5 && Instant::now() < deadline {
+    while dead_letters(&f.dlq).len() < 5 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let dead = dlq_reasons(&f.dlq);
+    let dead = dead_letters(&f.dlq);
     assert_eq!(dead.len(), 5, "{dead:?}");
     for (kind, message) in &dead {
         assert_eq!(kind, "rejected_by_elasticsearch");
@@ -354,7 +311,7 @@ async fn an_outage_mid_run_loses_and_doubles_nothing() {
     assert_eq!(f.wait_count(N as u64).await, N as u64);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(f.count().await, N as u64, "exactly N documents");
-    assert!(dlq_reasons(&f.dlq).is_empty(), "an outage is not bad data");
+    assert!(dead_letters(&f.dlq).is_empty(), "an outage is not bad data");
     sink.stop().await;
     f.cleanup().await;
 }

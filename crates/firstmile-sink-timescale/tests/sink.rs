@@ -5,19 +5,16 @@
 //! database outage mid-run is waited out with nothing lost or doubled.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firstmile_config::{Config, ConfigFile};
+use firstmile_config::Config;
 use firstmile_event::{Event, EVENT_SCHEMA};
 use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, produce_events, read_topic, registry_url, sample_events,
-    unique, TcpProxy,
+    brokers, create_topics, dead_letters, delete_topics, produce_events, registry_url,
+    sample_events, unique, Background, TcpProxy,
 };
-use rdkafka::message::{Headers, Message};
 use tokio_postgres::Client;
 
 const POSTGRES: (&str, &str) = (
@@ -105,14 +102,7 @@ batch_ms = 200
             self.events,
             self.dlq,
         );
-        firstmile_config::load(
-            Some(ConfigFile {
-                path: Path::new("test.toml"),
-                text: &text,
-            }),
-            Vec::new(),
-        )
-        .unwrap()
+        firstmile_testkit::config(&text)
     }
 
     /// Events for raw offsets `range` (testkit's sample), changed by `tweak`.
@@ -159,46 +149,20 @@ batch_ms = 200
     }
 }
 
-struct Running {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start(config: Config) -> Running {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let task = tokio::spawn(async move {
+fn start(config: Config) -> Background {
+    Background::spawn(|stop| async move {
         let component = Metrics::new().component(Kind::Sink, "timescale");
-        firstmile_sink_timescale::run(&config, &component, &flag)
+        firstmile_sink_timescale::run(&config, &component, &stop)
             .await
             .unwrap();
-    });
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.unwrap();
-    }
+    })
 }
 
 fn dlq_kinds(topic: &str) -> Vec<String> {
-    let mut kinds: Vec<String> = read_topic(topic)
-        .iter()
-        .map(|m| {
-            let h = m.headers().unwrap();
-            let v = h
-                .iter()
-                .find(|h| h.key == "firstmile.dlq.error_kind")
-                .unwrap()
-                .value
-                .unwrap();
-            String::from_utf8(v.to_vec()).unwrap()
-        })
-        .collect();
-    kinds.sort();
-    kinds
+    dead_letters(topic)
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect()
 }
 
 const N: i64 = 600;

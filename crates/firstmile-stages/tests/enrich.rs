@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
-use firstmile_config::{Config, ConfigFile};
+use firstmile_config::Config;
 use firstmile_event::{event_schema, Event, Origin, EVENT_SCHEMA};
 use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{confluent_frame, value_subject, Decoder, Registry};
@@ -84,14 +84,7 @@ drop = [{{ name = "debug", field = "log.level", pattern = "(?i)^debug$" }}]
         dlq = topics.dlq,
         group = unique("enrich"),
     );
-    firstmile_config::load(
-        Some(ConfigFile {
-            path: Path::new("test.toml"),
-            text: &text,
-        }),
-        Vec::new(),
-    )
-    .unwrap()
+    firstmile_testkit::config(&text)
 }
 
 /// The stage on a thread of its own, stopped (and joined) when dropped.

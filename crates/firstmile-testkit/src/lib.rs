@@ -273,3 +273,60 @@ pub fn sample_events(first: i64, n: i64, version: &str) -> Vec<firstmile_event::
         })
         .collect()
 }
+
+/// A configuration from TOML text, as `firstmile.toml` would give it.
+pub fn config(text: &str) -> firstmile_config::Config {
+    firstmile_config::load(
+        Some(firstmile_config::ConfigFile {
+            path: std::path::Path::new("test.toml"),
+            text,
+        }),
+        Vec::new(),
+    )
+    .unwrap()
+}
+
+/// Every dead letter of `topic`: its error kind and message headers.
+pub fn dead_letters(topic: &str) -> Vec<(String, String)> {
+    use rdkafka::message::Headers;
+    let mut out: Vec<(String, String)> = read_topic(topic)
+        .iter()
+        .map(|m| {
+            let headers = m.headers().expect("a dead letter has headers");
+            let get = |name: &str| {
+                let h = headers.iter().find(|h| h.key == name).expect(name);
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()
+            };
+            (
+                get("firstmile.dlq.error_kind"),
+                get("firstmile.dlq.error_message"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A worker (sink, stage) on a task of its own, told to stop by a flag and
+/// joined by [`Background::stop`]; a failing worker fails the test there.
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    pub fn spawn<F, Fut>(worker: F) -> Background
+    where
+        F: FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(worker(std::sync::Arc::clone(&stop)));
+        Background { stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the worker ran to its end");
+    }
+}

@@ -1,14 +1,13 @@
 //! `firstmile process --stage NAME`: one member of a stage's consumer group.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use firstmile_config::Config;
-use firstmile_metrics::{Kind, Metrics, Readiness};
+use firstmile_metrics::{Kind, Metrics};
 use firstmile_stages::{EnrichStep, ParseStep, StageError, StageTopics, Step};
-use futures::FutureExt;
 use tokio::task::JoinHandle;
 
 use crate::settings::Settings;
@@ -31,31 +30,14 @@ pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
             STAGES.join(", ")
         );
     }
-    let config = settings.config.clone();
-    let metrics = Metrics::new();
-    let endpoint = if config.metrics.listen.is_empty() {
-        None
-    } else {
-        let ready: Readiness = Arc::new(|| async { Ok(()) }.boxed());
-        Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = start(&config, &args.stage, &metrics, &stop).await?;
-    let stopper = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            super::ingest::shutdown_signal().await;
-            tracing::info!("stopping after the current transaction");
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
-    let result = worker.await.context("stage worker panicked")?;
-    stopper.abort();
-    if let Some(e) = endpoint {
-        e.task.abort();
-    }
-    result.with_context(|| format!("stage {} failed", args.stage))?;
-    Ok(())
+    let config = &settings.config;
+    let name = args.stage.as_str();
+    super::run_worker(
+        config,
+        &format!("stage {name}"),
+        |metrics, stop| async move { start(config, name, &metrics, &stop).await },
+    )
+    .await
 }
 
 /// Prepares the stage `name` (loads its configuration and data, registers

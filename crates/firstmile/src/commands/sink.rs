@@ -1,13 +1,12 @@
 //! `firstmile sink timescale|elasticsearch`: one member of a sink's
 //! consumer group.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
-use firstmile_metrics::{Kind, Metrics, Readiness};
-use futures::FutureExt;
+use firstmile_metrics::{Kind, Metrics};
 
 use crate::settings::Settings;
 
@@ -29,25 +28,12 @@ impl SinkCommand {
 }
 
 pub async fn run(settings: &Settings, command: SinkCommand) -> Result<()> {
-    let config = settings.config.clone();
-    let metrics = Metrics::new();
-    let endpoint = if config.metrics.listen.is_empty() {
-        None
-    } else {
-        let ready: Readiness = Arc::new(|| async { Ok(()) }.boxed());
-        Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = start(&config, command, &metrics, &stop);
-    super::ingest::shutdown_signal().await;
-    tracing::info!("stopping after the current batch");
-    stop.store(true, Ordering::SeqCst);
-    let result = worker.await.context("sink panicked")?;
-    if let Some(e) = endpoint {
-        e.task.abort();
-    }
-    result.with_context(|| format!("sink {} failed", command.name()))?;
-    Ok(())
+    let config = &settings.config;
+    let what = format!("sink {}", command.name());
+    super::run_worker(config, &what, |metrics, stop| async move {
+        Ok(start(config, command, &metrics, &stop))
+    })
+    .await
 }
 
 /// Runs a sink on a task of its own until `stop`.
