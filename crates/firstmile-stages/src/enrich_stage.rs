@@ -103,7 +103,7 @@ impl Step for EnrichStep {
             .to_string()
     }
 
-    fn apply(&mut self, record: &OwnedMessage) -> Outcome {
+    fn apply(&mut self, record: &OwnedMessage, _source: &str) -> Outcome {
         let value = match self.decoder.decode(record.payload().unwrap_or_default()) {
             Ok(v) => v,
             Err(e) => {

@@ -65,7 +65,9 @@ pub trait Step: Send {
     fn prepare(&mut self, _batch: &[OwnedMessage]) -> Result<(), String> {
         Ok(())
     }
-    fn apply(&mut self, record: &OwnedMessage) -> Outcome;
+    /// `source` is what [`Step::source_of`] said of the record (worked out
+    /// once per record by the runtime).
+    fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome;
     /// The source an input record belongs to, for metrics.
     fn source_of(&self, record: &OwnedMessage) -> String;
 }
@@ -301,7 +303,7 @@ fn produce_batch(
         let count = counts.entry(source.clone()).or_default();
         count.0 += 1;
         let key = record.key().unwrap_or_default();
-        match step.apply(record) {
+        match step.apply(record, &source) {
             Outcome::Output(value) => {
                 // The source travels with the record, for the next stage's metrics.
                 let source_header = OwnedHeaders::new().insert(Header {

@@ -58,9 +58,8 @@ impl Step for ParseStep {
             .unwrap_or_else(|| "unknown".into())
     }
 
-    fn apply(&mut self, record: &OwnedMessage) -> Outcome {
-        let source = self.source_of(record);
-        let Some(parser) = self.parsers.get_mut(&source) else {
+    fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome {
+        let Some(parser) = self.parsers.get_mut(source) else {
             return Outcome::DeadLetter {
                 kind: "unknown_source",
                 message: format!("no source configured for topic {}", record.topic()),
@@ -76,7 +75,7 @@ impl Step for ParseStep {
             })
             .unwrap_or_else(jiff::Timestamp::now);
         let origin = Origin {
-            source,
+            source: source.to_string(),
             topic: record.topic().to_string(),
             partition: record.partition(),
             offset: record.offset(),
