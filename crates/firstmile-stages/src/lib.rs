@@ -15,9 +15,9 @@ mod encoder;
 mod enrich_stage;
 mod parse_stage;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firstmile_config::{Config, Delivery};
@@ -26,7 +26,7 @@ use firstmile_kafka::raw::headers;
 use firstmile_kafka::{client_config, ClientKind};
 use firstmile_metrics::Component;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -142,6 +142,66 @@ impl ProducerContext for DeliveryFailures {
 
 type StageProducer = ThreadedProducer<DeliveryFailures>;
 
+/// The partitions rebalances took from this member since the runtime last
+/// looked. Rebalances are served inside `poll`, so a batch being filled can
+/// straddle one, and its records from a revoked partition must go: the
+/// partition's next owner (perhaps this member again, from the committed
+/// offset) reads them again. Writing them too would duplicate them, and the
+/// transaction would still commit: by then it carries the new generation.
+#[derive(Default)]
+pub struct Revocations(Mutex<Revoked>);
+
+#[derive(Default)]
+struct Revoked {
+    /// A failed rebalance unassigns everything.
+    all: bool,
+    partitions: BTreeSet<(String, i32)>,
+}
+
+impl ClientContext for Revocations {}
+
+impl ConsumerContext for Revocations {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut revoked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match rebalance {
+            Rebalance::Assign(_) => {}
+            Rebalance::Revoke(partitions) => {
+                for p in partitions.elements() {
+                    revoked
+                        .partitions
+                        .insert((p.topic().to_string(), p.partition()));
+                }
+            }
+            Rebalance::Error(_) => revoked.all = true,
+        }
+    }
+}
+
+impl Revocations {
+    /// Removes from `batch` the records of partitions revoked since the last
+    /// call.
+    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
+        let revoked = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if !revoked.all && revoked.partitions.is_empty() {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|r| {
+            !revoked.all
+                && !revoked
+                    .partitions
+                    .contains(&(r.topic().to_string(), r.partition()))
+        });
+        tracing::info!(
+            dropped = before - batch.len(),
+            revoked = ?revoked.partitions,
+            "rebalance: records of revoked partitions dropped from the batch; their next owner reads them again"
+        );
+    }
+}
+
+type StageConsumer = BaseConsumer<Revocations>;
+
 /// Runs a stage until `stop` is set (between transactions) or a fatal error.
 /// Blocking: run it on a thread of its own.
 pub fn run(
@@ -163,7 +223,7 @@ pub fn run(
     if consumer_config.get("session.timeout.ms").is_none() {
         consumer_config.set("session.timeout.ms", "10000");
     }
-    let consumer: BaseConsumer = consumer_config.create()?;
+    let consumer: StageConsumer = consumer_config.create_with_context(Revocations::default())?;
     let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
     producer_config.set("enable.idempotence", "true");
     let exactly_once = topics.delivery == Delivery::ExactlyOnce;
@@ -171,9 +231,10 @@ pub fn run(
         // A worker that dies for good leaves its open transaction blocking
         // read_committed readers of the output until the broker aborts it;
         // batches commit in well under a second, so keep this short.
-        producer_config
-            .set("transactional.id", &topics.transactional_id)
-            .set("transaction.timeout.ms", "15000");
+        producer_config.set("transactional.id", &topics.transactional_id);
+        if producer_config.get("transaction.timeout.ms").is_none() {
+            producer_config.set("transaction.timeout.ms", "15000");
+        }
     }
     let producer: StageProducer =
         producer_config.create_with_context(DeliveryFailures::default())?;
@@ -186,8 +247,8 @@ pub fn run(
 
     while !stop.load(Ordering::SeqCst) {
         let polling = Instant::now();
-        let batch = poll_batch(&consumer, topics)?;
-        if batch.is_empty() || !prepared(&consumer, step, metrics, stop, &batch)? {
+        let mut batch = poll_batch(&consumer, topics)?;
+        if batch.is_empty() || !prepared(&consumer, step, metrics, stop, &mut batch)? {
             continue;
         }
         let writing = Instant::now();
@@ -219,13 +280,14 @@ pub fn run(
 
 /// Lets the step prepare the batch; while it reports an outage, waits with
 /// backoff, its partitions paused and polling on so the group keeps it.
-/// False if the worker was stopped meanwhile (the batch stays uncommitted).
+/// False if the worker was stopped meanwhile (the batch stays uncommitted),
+/// or a rebalance meanwhile took every partition the batch came from.
 fn prepared(
-    consumer: &BaseConsumer,
+    consumer: &StageConsumer,
     step: &mut dyn Step,
     metrics: &Component,
     stop: &AtomicBool,
-    batch: &[OwnedMessage],
+    batch: &mut Vec<OwnedMessage>,
 ) -> Result<bool, KafkaError> {
     let mut wait = Duration::from_millis(250);
     let mut paused: Option<TopicPartitionList> = None;
@@ -245,11 +307,12 @@ fn prepared(
                     if stop.load(Ordering::SeqCst) {
                         return Ok(false);
                     }
-                    // Paused: polling returns no records, but keeps the
-                    // membership (max.poll.interval.ms) and serves rebalances.
-                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                        tracing::debug!(topic = m.topic(), "record while paused; read again later");
-                    }
+                    // Paused: polling keeps the membership
+                    // (max.poll.interval.ms) and serves rebalances. A record
+                    // fetched before the pause may still come: it joins the
+                    // batch (its position is already past it), and the batch
+                    // is prepared again.
+                    poll_into(consumer, batch, Duration::from_millis(100));
                 }
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
@@ -259,11 +322,11 @@ fn prepared(
         // The current assignment: a rebalance may have changed it meanwhile.
         consumer.resume(&consumer.assignment()?)?;
     }
-    Ok(true)
+    Ok(!batch.is_empty())
 }
 
 fn poll_batch(
-    consumer: &BaseConsumer,
+    consumer: &StageConsumer,
     topics: &StageTopics,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut batch = Vec::new();
@@ -273,15 +336,33 @@ fn poll_batch(
         if left.is_zero() && !batch.is_empty() {
             break;
         }
-        match consumer.poll(left.max(Duration::from_millis(10))) {
-            Some(Ok(m)) => batch.push(m.detach()),
-            // Transient consumer errors (a broker restarting): keep polling.
-            Some(Err(e)) => tracing::debug!(error = %e, "consumer"),
-            None if batch.is_empty() && started.elapsed() > topics.batch => return Ok(batch),
-            None => {}
+        let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)));
+        if !polled && batch.is_empty() && started.elapsed() > topics.batch {
+            break;
         }
     }
     Ok(batch)
+}
+
+/// Polls once and adds the record, if one came, to the batch. A rebalance
+/// served by this poll first takes out the batch's records from the
+/// partitions it revoked; the record the poll returns comes from the new
+/// assignment (librdkafka discards what was fetched under the old one).
+fn poll_into(consumer: &StageConsumer, batch: &mut Vec<OwnedMessage>, timeout: Duration) -> bool {
+    let polled = consumer.poll(timeout);
+    consumer.context().drop_revoked(batch);
+    match polled {
+        Some(Ok(m)) => {
+            batch.push(m.detach());
+            true
+        }
+        // Transient consumer errors (a broker restarting): keep polling.
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "consumer");
+            false
+        }
+        None => false,
+    }
 }
 
 /// Per source: records read, written, dead-lettered.
@@ -356,7 +437,7 @@ fn report(metrics: &Component, counts: Counts) {
 }
 
 fn transact(
-    consumer: &BaseConsumer,
+    consumer: &StageConsumer,
     producer: &StageProducer,
     topics: &StageTopics,
     step: &mut dyn Step,
@@ -379,7 +460,7 @@ fn transact(
 /// At-least-once: every output acknowledged, then the offsets committed. A
 /// batch with a failed delivery is read again (its delivered records twice).
 fn deliver_then_commit(
-    consumer: &BaseConsumer,
+    consumer: &StageConsumer,
     producer: &StageProducer,
     topics: &StageTopics,
     step: &mut dyn Step,
@@ -443,7 +524,7 @@ fn send(
 /// partitions still assigned (a rebalance hands the others, uncommitted, to
 /// their new owner). A partition still ours that cannot be rewound is an
 /// error: going on would commit past records never written.
-fn rewind(consumer: &BaseConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
+fn rewind(consumer: &StageConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaError> {
     let assigned = consumer.assignment()?;
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for r in batch {

@@ -156,6 +156,19 @@ pub fn written(topic: &str) -> i64 {
         .sum()
 }
 
+/// A consumer group's state (`Stable`, `PreparingRebalance`, …) and its
+/// number of members, as the group coordinator reports them.
+pub fn group_state(group: &str) -> (String, usize) {
+    let consumer: BaseConsumer = client().create().unwrap();
+    let groups = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .unwrap();
+    match groups.groups().first() {
+        Some(g) => (g.state().to_string(), g.members().len()),
+        None => (String::new(), 0),
+    }
+}
+
 /// A TCP forwarder to stand between a client and a stack service, so a test
 /// can take the service away (`stop`: connections cut, port refused) and
 /// bring it back on the same port (`start_on`), without touching the shared

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, read_committed, registry_url, unique, written,
+    brokers, create_topics, delete_topics, group_state, read_committed, registry_url, unique,
+    written,
 };
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -64,6 +65,7 @@ struct Fixture {
     parsed: String,
     dlq: String,
     bad: usize,
+    group: String,
     dir: tempfile::TempDir,
 }
 
@@ -116,13 +118,14 @@ async fn fixture() -> Fixture {
         s.map_err(|(e, _)| e).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
+    let group = unique("group");
     std::fs::write(
         dir.path().join("firstmile.toml"),
         format!(
             "[sources.linux]\ntopic = \"{raw}\"\n[sources.linux.parse]\nformat = \"syslog\"\n\
              [stages.parse]\noutput = \"{parsed}\"\ndlq = \"{dlq}\"\ngroup = \"{}\"\nbatch_records = 500\n\
              [metrics]\nlisten = \"\"\n",
-            unique("group")
+            group
         ),
     )
     .unwrap();
@@ -131,6 +134,7 @@ async fn fixture() -> Fixture {
         parsed,
         dlq,
         bad,
+        group,
         dir,
     }
 }
@@ -254,6 +258,51 @@ async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
     );
     let w3 = spawn_worker(f.dir.path(), "w3");
     f.finish_and_verify(vec![w1, w3]).await;
+}
+
+/// A member joining while another is filling a batch: the rebalance takes
+/// the filling member's partitions away and hands them back from their
+/// committed offsets. Records polled before it must not be written (their
+/// new owner, or the same member re-reading, writes them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_in_the_middle_of_a_batch_duplicates_nothing() {
+    let f = fixture().await;
+    // Batches that last 15 s, so the second member's join lands inside w1's
+    // first; such a batch (every record, in a debug build) needs a longer
+    // transaction timeout than the 15 s default.
+    let env = [
+        ("FIRSTMILE_STAGES__PARSE__BATCH_RECORDS", "1000000"),
+        ("FIRSTMILE_STAGES__PARSE__BATCH_MS", "15000"),
+        (
+            "FIRSTMILE_KAFKA__PRODUCER__TRANSACTION_TIMEOUT_MS",
+            "120000",
+        ),
+    ];
+    let w1 = spawn_worker_with(f.dir.path(), "w1", &env);
+    wait_for_members(&f.group, 1).await;
+    let w2 = spawn_worker_with(f.dir.path(), "w2", &env);
+    wait_for_members(&f.group, 2).await;
+    assert_eq!(
+        f.written(),
+        0,
+        "the group rebalanced before w1 finished its first batch"
+    );
+    f.finish_and_verify(vec![w1, w2]).await;
+}
+
+async fn wait_for_members(group: &str, members: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state, n) = group_state(group);
+        if state == "Stable" && n == members {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group}: {state} with {n} members, not Stable with {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `delivery = "at_least_once"` (brokers without transactions): after
