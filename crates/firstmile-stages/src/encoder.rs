@@ -9,12 +9,13 @@ use firstmile_config::Config;
 use firstmile_event::Event;
 use firstmile_schema::{confluent_frame, value_subject, Registry, RegistryError};
 
-use crate::StageError;
+use crate::{Outcome, StageError};
 
 pub struct EventEncoder {
     /// Built once: resolving the schema per record cost more than encoding.
     writer: GenericDatumWriter<'static>,
     schema_id: u32,
+    topic: String,
 }
 
 impl EventEncoder {
@@ -30,7 +31,11 @@ impl EventEncoder {
         let writer = GenericDatumWriter::builder(schema)
             .build()
             .map_err(|e| StageError::Setup(format!("event schema: {e}")))?;
-        Ok(EventEncoder { writer, schema_id })
+        Ok(EventEncoder {
+            writer,
+            schema_id,
+            topic: topic.to_string(),
+        })
     }
 
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>, String> {
@@ -38,6 +43,22 @@ impl EventEncoder {
             .write_value_to_vec(event.to_avro())
             .map(|datum| confluent_frame(self.schema_id, &datum))
             .map_err(|e| e.to_string())
+    }
+
+    /// The encoded event as a stage's output, or an `encoding` dead letter.
+    pub fn outcome(&self, event: &Event) -> Outcome {
+        match self.encode(event) {
+            Ok(value) => Outcome::Output(value),
+            Err(message) => Outcome::DeadLetter {
+                kind: "encoding",
+                message,
+            },
+        }
+    }
+
+    /// The topic the schema was registered for.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 }
 

@@ -113,7 +113,7 @@ impl Step for EnrichStep {
                 }
             }
         };
-        let mut event = match Event::from_avro(&value) {
+        let event = match Event::from_avro(&value) {
             Ok(e) => e,
             Err(e) => {
                 return Outcome::DeadLetter {
@@ -122,22 +122,37 @@ impl Step for EnrichStep {
                 }
             }
         };
+        match self.enrich(event) {
+            Ok(event) => self.encoder.outcome(&event),
+            Err(dropped) => dropped,
+        }
+    }
+}
+
+impl EnrichStep {
+    /// The event with its source's labels and the enrichment data, stamped
+    /// with this pipeline version; or `Dropped` by a source's drop rule.
+    pub(crate) fn enrich(&mut self, mut event: Event) -> Result<Event, Outcome> {
         if let Some(rules) = self.rules.get(&event.origin.source) {
             rules.label(&mut event);
             if let Some(rule) = rules.drop_rule(&event) {
-                return Outcome::Dropped {
+                return Err(Outcome::Dropped {
                     rule: rule.to_string(),
-                };
+                });
             }
         }
         self.enricher.enrich(&mut event);
         event.pipeline_version.clone_from(&self.pipeline_version);
-        match self.encoder.encode(&event) {
-            Ok(value) => Outcome::Output(value),
-            Err(message) => Outcome::DeadLetter {
-                kind: "encoding",
-                message,
-            },
-        }
+        Ok(event)
+    }
+
+    /// Reloads the indicator list if its file changed (checked at most once
+    /// a second).
+    pub(crate) fn refresh(&mut self) {
+        self.reload_if_changed();
+    }
+
+    pub(crate) fn encoder(&self) -> &EventEncoder {
+        &self.encoder
     }
 }

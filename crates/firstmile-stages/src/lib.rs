@@ -11,6 +11,7 @@
 //! aborted and the consumer rewinds to the batch's first offsets; a fatal one
 //! (a fenced zombie, say) ends the worker, and its orchestrator restarts it.
 
+mod chain;
 mod encoder;
 mod enrich_stage;
 mod parse_stage;
@@ -33,6 +34,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use chain::Chain;
 pub use enrich_stage::EnrichStep;
 /// Re-exported: where dead letters say what went wrong.
 pub use firstmile_kafka::dlq::names as dlq_headers;
@@ -140,7 +142,7 @@ impl ProducerContext for DeliveryFailures {
     }
 }
 
-type StageProducer = ThreadedProducer<DeliveryFailures>;
+pub type StageProducer = ThreadedProducer<DeliveryFailures>;
 
 /// The partitions rebalances took from this member since the runtime last
 /// looked. Rebalances are served inside `poll`, so a batch being filled can
@@ -365,6 +367,55 @@ fn poll_into(consumer: &StageConsumer, batch: &mut Vec<OwnedMessage>, timeout: D
     }
 }
 
+/// Where a stage's outcomes go.
+pub struct Destinations<'a> {
+    /// Named in dead letters' `firstmile.dlq.stage`.
+    pub stage: &'a str,
+    pub output: &'a str,
+    pub dlq: &'a str,
+}
+
+/// Produces an outcome of `record`: an output under the input's key with the
+/// `firstmile.source` header (the next stage counts per source without
+/// decoding), or a dead letter with the input's bytes and headers plus
+/// `firstmile.dlq.*`. A drop writes nothing.
+pub fn write_outcome(
+    producer: &StageProducer,
+    to: &Destinations<'_>,
+    record: &OwnedMessage,
+    source: &str,
+    outcome: &Outcome,
+) -> Result<(), KafkaError> {
+    let key = record.key().unwrap_or_default();
+    match outcome {
+        Outcome::Output(value) => {
+            let source_header = OwnedHeaders::new().insert(Header {
+                key: headers::SOURCE,
+                value: Some(source),
+            });
+            send(
+                producer,
+                BaseRecord::to(to.output)
+                    .key(key)
+                    .payload(value.as_slice())
+                    .headers(source_header),
+            )
+        }
+        Outcome::DeadLetter { kind, message } => {
+            let headers = dlq::headers(record, to.stage, kind, message);
+            let payload = record.payload().unwrap_or_default();
+            send(
+                producer,
+                BaseRecord::to(to.dlq)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+            )
+        }
+        Outcome::Dropped { .. } => Ok(()),
+    }
+}
+
 /// Per source: records read, written, dead-lettered.
 type Counts = BTreeMap<String, (u64, u64, u64)>;
 
@@ -383,33 +434,16 @@ fn produce_batch(
         let source = step.source_of(record);
         let count = counts.entry(source.clone()).or_default();
         count.0 += 1;
-        let key = record.key().unwrap_or_default();
-        match step.apply(record, &source) {
-            Outcome::Output(value) => {
-                // The source travels with the record, for the next stage's metrics.
-                let source_header = OwnedHeaders::new().insert(Header {
-                    key: headers::SOURCE,
-                    value: Some(source.as_str()),
-                });
-                send(
-                    producer,
-                    BaseRecord::to(&topics.output)
-                        .key(key)
-                        .payload(value.as_slice())
-                        .headers(source_header),
-                )?;
-                count.1 += 1;
-            }
-            Outcome::DeadLetter { kind, message } => {
-                let headers = dlq::headers(record, &topics.name, kind, &message);
-                let payload = record.payload().unwrap_or_default();
-                send(
-                    producer,
-                    BaseRecord::to(&topics.dlq)
-                        .key(key)
-                        .payload(payload)
-                        .headers(headers),
-                )?;
+        let outcome = step.apply(record, &source);
+        let out = Destinations {
+            stage: &topics.name,
+            output: &topics.output,
+            dlq: &topics.dlq,
+        };
+        write_outcome(producer, &out, record, &source, &outcome)?;
+        match outcome {
+            Outcome::Output(_) => count.1 += 1,
+            Outcome::DeadLetter { kind, .. } => {
                 count.2 += 1;
                 metrics.discarded(&source, &format!("dlq_{kind}"), 1);
             }
@@ -493,7 +527,7 @@ fn deliver_then_commit(
 /// rust-rdkafka's `flush` (which `commit_transaction` calls first) polls in
 /// slices that always last 100 ms, so every transaction took at least 100 ms;
 /// by the time it runs here there is nothing left to wait for.
-fn wait_delivered(producer: &StageProducer, timeout: Duration) -> Result<(), KafkaError> {
+pub fn wait_delivered(producer: &StageProducer, timeout: Duration) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() > deadline {
@@ -504,7 +538,8 @@ fn wait_delivered(producer: &StageProducer, timeout: Duration) -> Result<(), Kaf
     Ok(())
 }
 
-fn send(
+/// Produces one record, waiting while the producer's queue is full.
+pub fn send(
     producer: &StageProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), KafkaError> {

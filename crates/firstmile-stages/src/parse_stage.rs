@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use firstmile_config::Config;
-use firstmile_event::Origin;
+use firstmile_event::{Event, Origin};
 use firstmile_kafka::raw::headers;
 use firstmile_parse::SourceParser;
 use rdkafka::message::{Message, OwnedMessage};
@@ -49,21 +49,15 @@ impl ParseStep {
     }
 }
 
-impl Step for ParseStep {
-    fn source_of(&self, record: &OwnedMessage) -> String {
-        header_str(record, headers::SOURCE)
-            .filter(|s| self.parsers.contains_key(*s))
-            .map(str::to_string)
-            .or_else(|| self.topic_source.get(record.topic()).cloned())
-            .unwrap_or_else(|| "unknown".into())
-    }
-
-    fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome {
+impl ParseStep {
+    /// The event a raw record parses to, or why it cannot be one (a
+    /// `DeadLetter` outcome).
+    pub(crate) fn event(&mut self, record: &OwnedMessage, source: &str) -> Result<Event, Outcome> {
         let Some(parser) = self.parsers.get_mut(source) else {
-            return Outcome::DeadLetter {
+            return Err(Outcome::DeadLetter {
                 kind: "unknown_source",
                 message: format!("no source configured for topic {}", record.topic()),
-            };
+            });
         };
         let received_at = header_str(record, headers::RECEIVED_AT)
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
@@ -81,18 +75,28 @@ impl Step for ParseStep {
             offset: record.offset(),
         };
         let payload = record.payload().unwrap_or_default();
-        match parser.parse(payload, origin, received_at, &self.pipeline_version) {
-            Ok(event) => match self.encoder.encode(&event) {
-                Ok(value) => Outcome::Output(value),
-                Err(message) => Outcome::DeadLetter {
-                    kind: "encoding",
-                    message,
-                },
-            },
-            Err(failure) => Outcome::DeadLetter {
+        parser
+            .parse(payload, origin, received_at, &self.pipeline_version)
+            .map_err(|failure| Outcome::DeadLetter {
                 kind: failure.kind,
                 message: failure.message,
-            },
+            })
+    }
+}
+
+impl Step for ParseStep {
+    fn source_of(&self, record: &OwnedMessage) -> String {
+        header_str(record, headers::SOURCE)
+            .filter(|s| self.parsers.contains_key(*s))
+            .map(str::to_string)
+            .or_else(|| self.topic_source.get(record.topic()).cloned())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome {
+        match self.event(record, source) {
+            Ok(event) => self.encoder.outcome(&event),
+            Err(dead_letter) => dead_letter,
         }
     }
 }

@@ -66,6 +66,20 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
     }
 }
 
+/// Deletes a partition's records below `before`, as retention would.
+pub async fn delete_records(topic: &str, partition: i32, before: i64) {
+    let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, partition, Offset::Offset(before))
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let result = admin.delete_records(&offsets, &options).await.unwrap();
+    for e in result.elements() {
+        e.error().unwrap();
+    }
+}
+
 /// Deletes topics from the shared local broker (best effort).
 pub async fn delete_topics(names: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
@@ -111,9 +125,10 @@ pub fn read_topic(topic: &str) -> Vec<OwnedMessage> {
     out
 }
 
-/// Every committed record of a transactionally written topic. Transaction
-/// markers make high watermarks unreachable, so this reads until nothing has
-/// arrived for 3 s.
+/// Every committed record of a transactionally written topic, up to its
+/// end when the call starts (records written meanwhile are left out, so a
+/// topic that keeps growing is read in bounded time). Stops early after 3 s
+/// without a record: an open transaction holds read_committed readers back.
 pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = client()
         .set("group.id", unique("reader"))
@@ -125,14 +140,37 @@ pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
     let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
     for p in md.topics()[0].partitions() {
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
             .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        ends.insert(p.id(), high);
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    while let Some(m) = consumer.poll(Duration::from_secs(3)) {
-        out.push(m.unwrap().detach());
+    let passed_ends = |consumer: &BaseConsumer| {
+        let positions = consumer.position().unwrap();
+        ends.iter().all(|(p, end)| {
+            *end == 0
+                || matches!(
+                    positions.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(o)) if o >= *end
+                )
+        })
+    };
+    while !passed_ends(&consumer) {
+        match consumer.poll(Duration::from_secs(3)) {
+            Some(m) => {
+                let m = m.unwrap();
+                if m.offset() < ends[&m.partition()] {
+                    out.push(m.detach());
+                }
+            }
+            None => break,
+        }
     }
     out
 }

@@ -1,0 +1,50 @@
+//! `parse` then `enrich` in one step, with no topic in between: what
+//! `firstmile replay` runs over a retained range of a raw topic, so a
+//! replayed record becomes exactly what the live stages would make of it now.
+
+use firstmile_config::Config;
+use firstmile_event::Event;
+use rdkafka::message::OwnedMessage;
+
+use crate::{EnrichStep, Outcome, ParseStep, StageError, Step};
+
+pub struct Chain {
+    parse: ParseStep,
+    enrich: EnrichStep,
+}
+
+impl Chain {
+    /// The chain as configured; registers the event schema for the enrich
+    /// stage's output. Call within a tokio runtime.
+    pub async fn new(config: &Config) -> Result<Chain, StageError> {
+        let (_, parse) = ParseStep::prepare(config).await?;
+        let (_, enrich) = EnrichStep::prepare(config).await?;
+        Ok(Chain { parse, enrich })
+    }
+
+    /// The topic the chain's events go to (the enrich stage's output).
+    pub fn output(&self) -> &str {
+        self.enrich.encoder().topic()
+    }
+
+    /// The source a raw record belongs to, as the parse stage decides it.
+    pub fn source_of(&self, record: &OwnedMessage) -> String {
+        self.parse.source_of(record)
+    }
+
+    /// The enriched event a raw record makes, or why it makes none: an
+    /// `Outcome::DeadLetter` or `Outcome::Dropped`.
+    pub fn run(&mut self, record: &OwnedMessage, source: &str) -> Result<Event, Outcome> {
+        self.enrich.enrich(self.parse.event(record, source)?)
+    }
+
+    /// The event encoded for [`Chain::output`], or an `encoding` dead letter.
+    pub fn encode(&self, event: &Event) -> Outcome {
+        self.enrich.encoder().outcome(event)
+    }
+
+    /// Picks up a changed indicator list, as the enrich stage does.
+    pub fn refresh(&mut self) {
+        self.enrich.refresh();
+    }
+}
