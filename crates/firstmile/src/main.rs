@@ -62,7 +62,7 @@ enum Command {
     /// Run the receivers (HTTP, syslog) that land events in raw topics.
     Ingest,
     /// Run every role of the pipeline in this process: the receivers, every
-    /// stage (parse, enrich) and the timescale sink.
+    /// stage (parse, enrich) and both sinks (TimescaleDB, Elasticsearch).
     Run,
     /// Run one processing stage (a consumer group member) until SIGINT/SIGTERM.
     Process(commands::process::ProcessArgs),
@@ -74,6 +74,10 @@ enum Command {
     /// Run a source's parser on lines from a file or stdin, without Kafka;
     /// print the normalized events (and failures with their dlq reason) as JSON lines.
     Parse(commands::parse::ParseArgs),
+    /// Reprocess a retained range of a source's raw topic through the current
+    /// parse and enrich chain into the events topic (exactly once,
+    /// resumable); `--dry-run` reports what would change.
+    Replay(commands::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
             Command::Sink(cmd) => commands::sink::run(&settings, cmd).await,
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),
+            Command::Replay(args) => commands::replay::run(&settings, args).await,
         }
     });
     match result {

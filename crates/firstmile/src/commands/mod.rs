@@ -4,6 +4,7 @@ pub mod migrate;
 pub mod parse;
 pub mod process;
 pub mod produce;
+pub mod replay;
 pub mod schemas;
 pub mod sink;
 pub mod topics;

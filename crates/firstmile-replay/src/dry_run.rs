@@ -1,0 +1,225 @@
+//! `firstmile replay --dry-run`: the chain runs over the range, nothing is
+//! written, and the [`Report`] says what a replay would change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use firstmile_config::Config;
+use firstmile_event::Event;
+use firstmile_kafka::dlq::names;
+use firstmile_kafka::{client_config, ClientKind};
+use firstmile_schema::{Decoder, Registry};
+use firstmile_stages::Chain;
+use jiff::Timestamp;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::diff::{Earliers, Report};
+use crate::range::{record_at, PartitionRange, Plan};
+use crate::reader::Reader;
+use crate::ReplayError;
+
+const BATCH: usize = 5_000;
+/// Earlier events read back for the examples, at most.
+const EXAMPLE_READS: usize = 30;
+
+/// What the dry run is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the events and dead-letter topics for earlier outcomes.
+    Earlier,
+    /// Running the chain over the range.
+    Chain,
+}
+
+/// Runs the chain over `plan` without writing and compares each outcome
+/// with the record's latest earlier one in the events and dead-letter
+/// topics, read from the time of the range's oldest record on. Blocking
+/// (registry calls go through `runtime`).
+pub fn dry_run(
+    config: &Config,
+    consumer: &BaseConsumer,
+    plan: &Plan,
+    chain: &mut Chain,
+    runtime: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Phase, u64),
+) -> Result<Report, ReplayError> {
+    let registry = Registry::new(&config.schema_registry)
+        .map_err(|e| ReplayError::Setup(format!("schema registry: {e}")))?;
+    let mut decoder = Decoder::new(registry, firstmile_event::event_schema());
+    let mut report = Report::default();
+    let Some(since) = oldest(consumer, plan)? else {
+        return Ok(report);
+    };
+    // librdkafka wants a group even to assign; this one never commits.
+    let scanner: BaseConsumer = client_config(&config.kafka, ClientKind::Consumer)
+        .set(
+            "group.id",
+            format!("{}-dry-run", crate::progress::group(&plan.source)),
+        )
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut earliers = Earliers::default();
+    let mut seen = 0u64;
+    let output = chain.output().to_string();
+    for topic in [output.as_str(), config.stages.parse.dlq.as_str()] {
+        let ranges = since_time(&scanner, topic, since)?;
+        let mut reader = Reader::start(&scanner, topic, &ranges)?;
+        while !reader.all_done() && !stop.load(Ordering::SeqCst) {
+            let batch = reader.read_batch(BATCH)?;
+            if topic == output {
+                fetch_schemas(&mut decoder, runtime, &batch)?;
+            }
+            for m in &batch {
+                if topic == output {
+                    add_event(&mut earliers, &decoder, plan, m);
+                } else {
+                    add_dead_letter(&mut earliers, plan, m);
+                }
+            }
+            seen += batch.len() as u64;
+            progress(Phase::Earlier, seen);
+        }
+    }
+    tracing::info!(
+        earlier_outcomes = earliers.len(),
+        "earlier outcomes of the range"
+    );
+
+    let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
+    while !reader.all_done() && !stop.load(Ordering::SeqCst) {
+        chain.refresh();
+        for record in reader.read_batch(BATCH)? {
+            let source = chain.source_of(&record);
+            let new = chain.run(&record, &source);
+            report.compare(&earliers, (record.partition(), record.offset()), &new);
+        }
+        progress(Phase::Chain, report.records);
+    }
+    consumer.unassign()?;
+
+    for (partition, offset) in report.example_locations().into_iter().take(EXAMPLE_READS) {
+        let Some(m) = record_at(&scanner, &output, partition, offset)? else {
+            continue;
+        };
+        if let Some(event) = decode(&decoder, &m) {
+            report.fill_old_values((partition, offset), &event);
+        }
+    }
+    Ok(report)
+}
+
+/// The earliest timestamp of the plan's first records: every earlier
+/// outcome was written after it.
+fn oldest(consumer: &BaseConsumer, plan: &Plan) -> Result<Option<Timestamp>, ReplayError> {
+    let mut oldest: Option<Timestamp> = None;
+    for r in plan.ranges.iter().filter(|r| !r.is_empty()) {
+        let first = record_at(consumer, &plan.topic, r.partition, r.start)?;
+        let at = first
+            .and_then(|m| m.timestamp().to_millis())
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        if let Some(at) = at {
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// Every partition of `topic` from the first record at or after `since` to
+/// its current end.
+fn since_time(
+    consumer: &BaseConsumer,
+    topic: &str,
+    since: Timestamp,
+) -> Result<Vec<PartitionRange>, ReplayError> {
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    let mut query = TopicPartitionList::new();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    for p in &partitions {
+        query.add_partition_offset(topic, *p, Offset::Offset(since.as_millisecond()))?;
+    }
+    let starts = consumer.offsets_for_times(query, std::time::Duration::from_secs(10))?;
+    let mut ranges = Vec::new();
+    for p in partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, std::time::Duration::from_secs(10))?;
+        let start = match starts.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o.min(high),
+            _ => high,
+        };
+        ranges.push(PartitionRange {
+            partition: p,
+            start,
+            end: high,
+        });
+    }
+    Ok(ranges)
+}
+
+fn fetch_schemas(
+    decoder: &mut Decoder,
+    runtime: &tokio::runtime::Handle,
+    batch: &[OwnedMessage],
+) -> Result<(), ReplayError> {
+    let missing = decoder.missing(batch.iter().map(|m| m.payload().unwrap_or_default()));
+    for id in missing {
+        runtime
+            .block_on(decoder.fetch(id))
+            .map_err(|e| ReplayError::Setup(format!("fetching schema id {id}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn decode(decoder: &Decoder, m: &OwnedMessage) -> Option<Event> {
+    let value = decoder.decode(m.payload().unwrap_or_default()).ok()?;
+    Event::from_avro(&value).ok()
+}
+
+fn in_plan(plan: &Plan, partition: i32, offset: i64) -> bool {
+    plan.ranges
+        .iter()
+        .any(|r| r.partition == partition && r.start <= offset && offset < r.end)
+}
+
+fn seen_at(m: &OwnedMessage) -> i64 {
+    m.timestamp().to_millis().unwrap_or(0)
+}
+
+fn add_event(earliers: &mut Earliers, decoder: &Decoder, plan: &Plan, m: &OwnedMessage) {
+    let Some(event) = decode(decoder, m) else {
+        return;
+    };
+    let (p, o) = (event.origin.partition, event.origin.offset);
+    if event.origin.topic == plan.topic && in_plan(plan, p, o) {
+        earliers.add_event((p, o), &event, seen_at(m), (m.partition(), m.offset()));
+    }
+}
+
+fn add_dead_letter(earliers: &mut Earliers, plan: &Plan, m: &OwnedMessage) {
+    let header = |name: &str| -> Option<String> {
+        m.headers()?
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+    };
+    if header(names::TOPIC).as_deref() != Some(plan.topic.as_str()) {
+        return;
+    }
+    let (Some(p), Some(o)) = (
+        header(names::PARTITION).and_then(|p| p.parse().ok()),
+        header(names::OFFSET).and_then(|o| o.parse().ok()),
+    ) else {
+        return;
+    };
+    if in_plan(plan, p, o) {
+        earliers.add_dead_letter((p, o), seen_at(m));
+    }
+}

@@ -1,0 +1,126 @@
+//! Reading planned ranges: each partition from its start, paused at its end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::range::PartitionRange;
+use crate::ReplayError;
+
+/// A batch is cut after this long, so progress (and Ctrl-C) stays prompt.
+const BATCH_TIME: Duration = Duration::from_secs(1);
+
+pub(crate) struct Reader<'a> {
+    consumer: &'a BaseConsumer,
+    topic: String,
+    ends: BTreeMap<i32, i64>,
+    done: BTreeSet<i32>,
+}
+
+impl<'a> Reader<'a> {
+    /// Assigns the consumer the ranges' partitions at their starts.
+    pub(crate) fn start(
+        consumer: &'a BaseConsumer,
+        topic: &str,
+        ranges: &[PartitionRange],
+    ) -> Result<Reader<'a>, ReplayError> {
+        let mut assignment = TopicPartitionList::new();
+        let mut done = BTreeSet::new();
+        for r in ranges {
+            if r.is_empty() {
+                done.insert(r.partition);
+            } else {
+                assignment.add_partition_offset(topic, r.partition, Offset::Offset(r.start))?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        // A partition paused by an earlier read stays paused across assigns.
+        consumer.resume(&assignment)?;
+        Ok(Reader {
+            consumer,
+            topic: topic.to_string(),
+            ends: ranges.iter().map(|r| (r.partition, r.end)).collect(),
+            done,
+        })
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub(crate) fn end(&self, partition: i32) -> i64 {
+        self.ends.get(&partition).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn is_done(&self, partition: i32) -> bool {
+        self.done.contains(&partition)
+    }
+
+    pub(crate) fn all_done(&self) -> bool {
+        self.ends.keys().all(|p| self.done.contains(p))
+    }
+
+    /// Up to `limit` records of the ranges (fewer after a second, none once
+    /// every range is read).
+    pub(crate) fn read_batch(&mut self, limit: usize) -> Result<Vec<OwnedMessage>, ReplayError> {
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        while batch.len() < limit && !self.all_done() && started.elapsed() < BATCH_TIME {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let end = self.end(m.partition());
+                    if m.offset() < end {
+                        batch.push(m.detach());
+                    }
+                    if m.offset() + 1 >= end {
+                        self.finish(m.partition())?;
+                    }
+                }
+                Some(Err(e)) => {
+                    let gone = matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    );
+                    if gone {
+                        return Err(ReplayError::Setup(format!(
+                            "{}: {e}: retention deleted records of the range while they were being read",
+                            self.topic
+                        )));
+                    }
+                    tracing::debug!(error = %e, "consumer");
+                }
+                // Nothing came: a partition whose position passed its end
+                // (transaction markers after its last record) is finished.
+                None => self.finish_passed()?,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn finish(&mut self, partition: i32) -> Result<(), ReplayError> {
+        if self.done.insert(partition) {
+            let mut p = TopicPartitionList::new();
+            p.add_partition(&self.topic, partition);
+            self.consumer.pause(&p)?;
+        }
+        Ok(())
+    }
+
+    fn finish_passed(&mut self) -> Result<(), ReplayError> {
+        let positions = self.consumer.position()?;
+        for elem in positions.elements_for_topic(&self.topic) {
+            if let Offset::Offset(position) = elem.offset() {
+                if position >= self.end(elem.partition()) {
+                    self.finish(elem.partition())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

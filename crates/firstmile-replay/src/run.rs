@@ -1,0 +1,220 @@
+//! The replay loop: read a batch of the planned ranges, run each record
+//! through the current parse and enrich chain, and write the events and dead
+//! letters with the batch's progress in one Kafka transaction.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use firstmile_config::Config;
+use firstmile_kafka::{client_config, ClientKind};
+use firstmile_stages::{
+    wait_delivered, write_outcome, Chain, DeliveryFailures, Destinations, Outcome, StageProducer,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::reader::Reader;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::progress;
+use crate::range::Plan;
+use crate::ReplayError;
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    /// At most this many records a second; `None`: as fast as it goes.
+    pub rate: Option<u32>,
+    /// Records per transaction, at most.
+    pub batch_records: usize,
+}
+
+/// What a replay has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub read: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+    /// Every range read to its end (false: stopped early; `--resume` goes on).
+    pub finished: bool,
+}
+
+/// The consumer a replay plans and reads with: its own group (for the
+/// progress offsets only; partitions are assigned, never subscribed),
+/// `read_committed`, and no silent reset when an offset is gone.
+pub fn consumer(config: &Config, source: &str) -> Result<BaseConsumer, ReplayError> {
+    let mut c = client_config(&config.kafka, ClientKind::Consumer);
+    c.set("group.id", progress::group(source))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error");
+    Ok(c.create()?)
+}
+
+/// Replays `plan` until every range is read or `stop` is set (checked
+/// between batches: the batch in hand is committed first). `progress` is
+/// called after each committed batch. Blocking: run it on a thread of its own.
+pub fn run(
+    config: &Config,
+    consumer: &BaseConsumer,
+    plan: &Plan,
+    chain: &mut Chain,
+    options: &Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary, ReplayError> {
+    let group = progress::group(&plan.source);
+    let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("transactional.id", &group);
+    if producer_config.get("transaction.timeout.ms").is_none() {
+        producer_config.set("transaction.timeout.ms", "60000");
+    }
+    let producer: StageProducer =
+        producer_config.create_with_context(DeliveryFailures::default())?;
+    producer
+        .init_transactions(TXN_TIMEOUT)
+        .map_err(|e| fenced_or(e, &plan.source))?;
+    let group_metadata = consumer
+        .group_metadata()
+        .ok_or_else(|| ReplayError::Setup("the replay consumer has no group".into()))?;
+
+    // The plan's ends go to Kafka before anything else, so `--resume` finds
+    // them even if this run stops before its first batch.
+    let mut start = TopicPartitionList::new();
+    for r in &plan.ranges {
+        start.add_partition_offset(&plan.topic, r.partition, Offset::Offset(r.start))?;
+        set_end(&mut start, &plan.topic, r.partition, r.end);
+    }
+    producer.begin_transaction()?;
+    producer
+        .send_offsets_to_transaction(&start, &group_metadata, TXN_TIMEOUT)
+        .and_then(|()| producer.commit_transaction(TXN_TIMEOUT))
+        .map_err(|e| fenced_or(e, &plan.source))?;
+
+    let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
+    let dlq = config.stages.parse.dlq.clone();
+    let output = chain.output().to_string();
+    let to = Destinations {
+        stage: "replay",
+        output: &output,
+        dlq: &dlq,
+    };
+    let limit = match options.rate {
+        Some(rate) => options.batch_records.min(rate.max(1) as usize),
+        None => options.batch_records,
+    }
+    .max(1);
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    while !reader.all_done() && !stop.load(Ordering::SeqCst) {
+        let batch = reader.read_batch(limit)?;
+        if batch.is_empty() {
+            continue;
+        }
+        chain.refresh();
+        loop {
+            match transact(&producer, &to, chain, &batch, &reader, &group_metadata) {
+                Ok(counts) => {
+                    summary.read += batch.len() as u64;
+                    summary.written += counts.written;
+                    summary.dead_lettered += counts.dead_lettered;
+                    summary.dropped += counts.dropped;
+                    break;
+                }
+                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
+                    tracing::warn!(error = %e, "aborting the transaction; the batch is written again");
+                    producer.abort_transaction(TXN_TIMEOUT)?;
+                }
+                Err(e) => return Err(fenced_or(e, &plan.source)),
+            }
+        }
+        progress(&summary);
+        if let Some(rate) = options.rate {
+            let due =
+                started + Duration::from_secs_f64(summary.read as f64 / f64::from(rate.max(1)));
+            while Instant::now() < due && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep((due - Instant::now()).min(Duration::from_millis(100)));
+            }
+        }
+    }
+    summary.finished = reader.all_done();
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    dead_lettered: u64,
+    dropped: u64,
+}
+
+/// Writes one batch and its progress in a transaction. Nothing is counted
+/// unless it commits.
+fn transact(
+    producer: &StageProducer,
+    to: &Destinations<'_>,
+    chain: &mut Chain,
+    batch: &[OwnedMessage],
+    reader: &Reader<'_>,
+    group_metadata: &rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<Counts, KafkaError> {
+    producer.begin_transaction()?;
+    let mut counts = Counts::default();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in batch {
+        let source = chain.source_of(record);
+        let outcome = match chain.run(record, &source) {
+            Ok(event) => chain.encode(&event),
+            Err(outcome) => outcome,
+        };
+        write_outcome(producer, to, record, &source, &outcome)?;
+        match outcome {
+            Outcome::Output(_) => counts.written += 1,
+            Outcome::DeadLetter { .. } => counts.dead_lettered += 1,
+            Outcome::Dropped { .. } => counts.dropped += 1,
+        }
+        next.insert(record.partition(), record.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in &next {
+        let end = reader.end(*partition);
+        // A finished partition records its end: transaction markers may
+        // follow its last record.
+        let offset = if reader.is_done(*partition) {
+            end
+        } else {
+            *offset
+        };
+        offsets.add_partition_offset(reader.topic(), *partition, Offset::Offset(offset))?;
+        set_end(&mut offsets, reader.topic(), *partition, end);
+    }
+    producer.send_offsets_to_transaction(&offsets, group_metadata, TXN_TIMEOUT)?;
+    wait_delivered(producer, TXN_TIMEOUT)?;
+    producer.commit_transaction(TXN_TIMEOUT)?;
+    Ok(counts)
+}
+
+fn set_end(offsets: &mut TopicPartitionList, topic: &str, partition: i32, end: i64) {
+    if let Some(mut elem) = offsets.find_partition(topic, partition) {
+        elem.set_metadata(progress::metadata(end));
+    }
+}
+
+/// A fenced producer means another replay of the source took over.
+fn fenced_or(e: KafkaError, source: &str) -> ReplayError {
+    let fenced = match &e {
+        KafkaError::Transaction(t) => t.code() == RDKafkaErrorCode::Fenced,
+        _ => false,
+    };
+    if fenced {
+        ReplayError::Fenced(source.to_string())
+    } else {
+        ReplayError::Kafka(e)
+    }
+}

@@ -1,0 +1,590 @@
+//! `firstmile replay` end to end against the real broker, registry,
+//! PostgreSQL and Elasticsearch: a corpus processed with a wrong parser
+//! setting reaches both sinks; the setting is fixed, a dry run reports the
+//! change and writes nothing, and a replay (interrupted once and resumed)
+//! leaves both sinks with exactly one corrected row/document per raw record,
+//! while a live producer keeps sending.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use firstmile_testkit::{
+    brokers, create_topics, delete_topics, read_committed, registry_url, unique, written,
+};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+/// A worker process, SIGKILLed when dropped so a failing test leaves none.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Scenario {
+    source: String,
+    raw: String,
+    parsed: String,
+    events: String,
+    dlq: String,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    schema: String,
+    es_url: String,
+    prefix: String,
+}
+
+impl Scenario {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_firstmile"));
+        c.current_dir(self.dir.path())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn");
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Worker {
+        Worker(
+            self.command(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// The four workers of the pipeline.
+    fn pipeline(&self) -> Vec<Worker> {
+        vec![
+            self.spawn(&["process", "--stage", "parse"]),
+            self.spawn(&["process", "--stage", "enrich"]),
+            self.spawn(&["sink", "timescale"]),
+            self.spawn(&["sink", "elasticsearch"]),
+        ]
+    }
+
+    fn configure(&self, timezone: Option<&str>, version: &str) {
+        let tz = timezone
+            .map(|t| format!("timezone = \"{t}\"\n"))
+            .unwrap_or_default();
+        let group = |name: &str| format!("{}-{name}", self.raw);
+        std::fs::write(
+            self.dir.path().join("firstmile.toml"),
+            format!(
+                "[kafka]\nbrokers = \"{}\"\n[schema_registry]\nurl = \"{}\"\n\
+                 [sources.{}]\ntopic = \"{}\"\n[sources.{}.parse]\nformat = \"syslog\"\n{tz}\
+                 [stages]\npipeline_version = \"{version}\"\n\
+                 [stages.parse]\noutput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
+                 [stages.enrich]\ninput = [\"{}\"]\noutput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
+                 [sinks.timescale]\ninput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
+                 [sinks.elasticsearch]\ninput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
+                 [metrics]\nlisten = \"\"\n",
+                brokers(),
+                registry_url(),
+                self.source,
+                self.raw,
+                self.source,
+                self.parsed,
+                self.dlq,
+                group("parse"),
+                self.parsed,
+                self.events,
+                self.dlq,
+                group("enrich"),
+                self.events,
+                self.dlq,
+                group("timescale"),
+                self.events,
+                self.dlq,
+                group("elasticsearch"),
+            ),
+        )
+        .unwrap();
+    }
+
+    async fn db(&self) -> tokio_postgres::Client {
+        let db = firstmile_config::Database {
+            url: self.env[0].1.clone(),
+            schema: self.schema.clone(),
+            ..Default::default()
+        };
+        firstmile_db::connect(&db).await.unwrap()
+    }
+
+    /// event_id → (@timestamp as epoch ms, pipeline_version), with a check
+    /// that no raw record has two rows.
+    async fn rows(&self) -> BTreeMap<String, (i64, String)> {
+        let client = self.db().await;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT event_id::text, (extract(epoch FROM ts) * 1000)::bigint, pipeline_version, \
+                     raw_partition, raw_offset FROM {}.events",
+                    self.schema
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut origins = BTreeSet::new();
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let origin: (i32, i64) = (r.get(3), r.get(4));
+            assert!(origins.insert(origin), "two rows for raw record {origin:?}");
+            out.insert(r.get(0), (r.get(1), r.get(2)));
+        }
+        out
+    }
+
+    async fn es(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        let _ = http
+            .post(format!("{}/{}/_refresh", self.es_url, self.prefix))
+            .send()
+            .await;
+        match http
+            .post(format!("{}/{}/{path}", self.es_url, self.prefix))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
+    async fn es_count(&self, query: serde_json::Value) -> i64 {
+        self.es("_count", serde_json::json!({ "query": query }))
+            .await["count"]
+            .as_i64()
+            .unwrap_or(-1)
+    }
+
+    /// Waits until both sinks hold `n` events.
+    async fn sinks_hold(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let rows = self.rows().await.len();
+            let docs = self.es_count(serde_json::json!({"match_all": {}})).await;
+            if rows == n && docs == n as i64 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sinks hold {rows} rows and {docs} documents, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn replay(&self, args: &[&str]) -> Output {
+        let mut all = vec!["replay", "--source", &self.source];
+        all.extend_from_slice(args);
+        self.command(&all).output().unwrap()
+    }
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/loghub/Linux/Linux_2k.log"),
+    )
+    .unwrap()
+    .split(|&b| b == b'\n')
+    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+async fn send(producer: &FutureProducer, topic: &str, source: &str, key: &str, value: &[u8]) {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "firstmile.source",
+        value: Some(source),
+    });
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// Per raw record (partition, offset) of `topic`: how many committed events
+/// in `events` carry `version`.
+fn events_by_origin(events: &str, raw: &str, version: &str) -> BTreeMap<(i32, i64), usize> {
+    let schema = firstmile_event::event_schema();
+    let reader = GenericDatumReader::builder(&schema).build().unwrap();
+    let field = |record: &Value, name: &str| -> Value {
+        match record {
+            Value::Record(fields) => fields.iter().find(|(n, _)| n == name).unwrap().1.clone(),
+            other => panic!("not a record: {other:?}"),
+        }
+    };
+    let mut out = BTreeMap::new();
+    for m in read_committed(events) {
+        let (_, datum) = firstmile_schema::confluent_unframe(m.payload().unwrap()).unwrap();
+        let value = reader.read_value(&mut &datum[..]).unwrap();
+        let origin = field(&value, "origin");
+        let (Value::String(topic), Value::Int(p), Value::Long(o), Value::String(v)) = (
+            field(&origin, "topic"),
+            field(&origin, "partition"),
+            field(&origin, "offset"),
+            field(&value, "pipeline_version"),
+        ) else {
+            panic!("origin")
+        };
+        if topic == raw && v == version {
+            *out.entry((p, o)).or_default() += 1;
+        }
+    }
+    out
+}
+
+const BAD_EVERY: usize = 400;
+
+/// Per partition, the next offset to be written.
+fn ends(topic: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            (p.id(), high)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
+    let source = format!("linux{}", std::process::id());
+    let (raw, parsed, events, dlq) = (
+        unique("raw.linux"),
+        unique("parsed"),
+        unique("events"),
+        unique("dlq"),
+    );
+    create_topics(&[&raw, &parsed, &events, &dlq], 3).await;
+    let schema = unique("replay").replace(['.', '-'], "_");
+    let db_url = std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into());
+    let es_url = std::env::var("FIRSTMILE_ELASTICSEARCH__URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let prefix = unique("replay").replace('.', "-").to_lowercase();
+    let s = Scenario {
+        source: source.clone(),
+        raw: raw.clone(),
+        parsed,
+        events: events.clone(),
+        dlq: dlq.clone(),
+        dir: tempfile::tempdir().unwrap(),
+        env: vec![
+            ("FIRSTMILE_DATABASE__URL".into(), db_url.clone()),
+            ("FIRSTMILE_DATABASE__SCHEMA".into(), schema.clone()),
+            ("FIRSTMILE_ELASTICSEARCH__URL".into(), es_url.clone()),
+            (
+                "FIRSTMILE_ELASTICSEARCH__INDEX_PREFIX".into(),
+                prefix.clone(),
+            ),
+        ],
+        schema: schema.clone(),
+        es_url: es_url.clone(),
+        prefix: prefix.clone(),
+    };
+    {
+        let mut client = s.db().await;
+        firstmile_db::migrate(&mut client, &schema, None)
+            .await
+            .unwrap();
+    }
+
+    // 1. The corpus, parsed with the wrong time zone (Tokyo instead of UTC).
+    let lines = corpus();
+    let from = jiff::Timestamp::now();
+    let corpus_producer = producer();
+    let mut bad = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let value: &[u8] = if i % BAD_EVERY == BAD_EVERY - 1 {
+            bad += 1;
+            b"\xff\xfe not text"
+        } else {
+            line
+        };
+        send(
+            &corpus_producer,
+            &raw,
+            &source,
+            &format!("host-{}", i % 7),
+            value,
+        )
+        .await;
+    }
+    let good = lines.len() - bad;
+    // The corpus: every raw offset below these (live records come after).
+    let corpus_ends = ends(&raw);
+    let in_corpus = |(p, o): &(i32, i64)| *o < corpus_ends[p];
+    s.configure(Some("Asia/Tokyo"), "1");
+    let workers = s.pipeline();
+    s.sinks_hold(good).await;
+    let before = s.rows().await;
+    assert!(before.values().all(|(_, v)| v == "1"));
+    drop(workers);
+
+    // 2. The fix, and a dry run: it reports @timestamp changed on every
+    //    event, and writes nothing.
+    s.configure(None, "2");
+    let (events_before, dlq_before) = (written(&events), written(&dlq));
+    let dry = s.replay(&["--from", &from.to_string(), "--dry-run"]);
+    let report = String::from_utf8_lossy(&dry.stdout);
+    eprintln!("{report}\n{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(dry.status.success());
+    let line_of = |what: &str| {
+        report
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` in the report"))
+            .to_string()
+    };
+    let count_in = |line: String| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap()
+    };
+    assert_eq!(count_in(line_of(" changed events")), good);
+    assert_eq!(count_in(line_of("still fail")), bad);
+    assert_eq!(count_in(line_of("unchanged events")), 0);
+    assert_eq!(count_in(line_of("  @timestamp")), good);
+    assert!(line_of("earlier pipeline_version").contains(&format!("1 ({good})")));
+    assert!(
+        !report.contains("  message "),
+        "only the timestamp changed:\n{report}"
+    );
+    assert_eq!(
+        (written(&events), written(&dlq)),
+        (events_before, dlq_before),
+        "a dry run writes nothing"
+    );
+
+    // 3. Live processing with the fix, a live producer, and the replay:
+    //    rate-limited, interrupted once, resumed.
+    let _workers = s.pipeline();
+    let sending = Arc::new(AtomicBool::new(true));
+    let live_sent = Arc::new(AtomicUsize::new(0));
+    let live = {
+        let (raw, source, lines) = (raw.clone(), source.clone(), lines.clone());
+        let (sending, live_sent) = (Arc::clone(&sending), Arc::clone(&live_sent));
+        tokio::spawn(async move {
+            let producer = producer();
+            let mut i = 0;
+            while sending.load(Ordering::SeqCst) {
+                send(&producer, &raw, &source, "live", &lines[i % lines.len()]).await;
+                live_sent.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = s
+        .command(&[
+            "replay",
+            "--source",
+            &source,
+            "--from",
+            &from.to_string(),
+            "--rate",
+            "400",
+            "--batch-records",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let interrupted = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&interrupted.stdout);
+    eprintln!("{said}");
+    assert_eq!(interrupted.status.code(), Some(130), "interrupted: {said}");
+    assert!(said.contains(&format!("firstmile replay --source {source} --resume")));
+    let replayed_then = events_by_origin(&events, &raw, "2")
+        .keys()
+        .filter(|origin| in_corpus(origin))
+        .count();
+    assert!(
+        replayed_then > 0 && replayed_then < good,
+        "interrupted mid-way: {replayed_then} of {good} replayed"
+    );
+
+    let resumed = s.replay(&["--resume"]);
+    eprintln!("{}", String::from_utf8_lossy(&resumed.stdout));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    sending.store(false, Ordering::SeqCst);
+    live.await.unwrap();
+    let live_sent = live_sent.load(Ordering::SeqCst);
+    assert!(live_sent > 100, "live traffic ran during the replay");
+
+    // 4. Both sinks: one corrected row/document per raw record, the live
+    //    ones included, none lost or doubled.
+    let live_good = live_sent; // the live lines are all good syslog lines
+    s.sinks_hold(good + live_good).await;
+    let after = s.rows().await;
+    for (id, (ts, _)) in &before {
+        let (new_ts, new_version) = &after[id];
+        assert_eq!(new_version, "2", "event {id}");
+        assert_eq!(new_ts - ts, 9 * 3600 * 1000, "event {id}: Tokyo → UTC");
+    }
+    assert!(after.values().all(|(_, v)| v == "2"));
+    assert_eq!(
+        s.es_count(serde_json::json!({"term": {"pipeline_version": "1"}}))
+            .await,
+        0,
+        "no document keeps the old version"
+    );
+    let sample = before.keys().next().unwrap();
+    let doc = s
+        .es(
+            "_search",
+            serde_json::json!({"query": {"ids": {"values": [sample]}}}),
+        )
+        .await;
+    let es_ts = doc["hits"]["hits"][0]["_source"]["@timestamp"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap();
+    assert_eq!(es_ts.as_millisecond(), after[sample].0);
+
+    // The interrupted and resumed replay wrote each corpus record once.
+    let replayed = events_by_origin(&events, &raw, "2");
+    let corpus_replays: Vec<usize> = replayed
+        .iter()
+        .filter(|(origin, _)| in_corpus(origin))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(corpus_replays.len(), good);
+    assert!(
+        corpus_replays.iter().all(|n| *n == 1),
+        "a record replayed twice"
+    );
+
+    let client = s.db().await;
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let _ = http.delete(format!("{es_url}/{prefix}-*")).send().await;
+    let _ = http
+        .delete(format!("{es_url}/_index_template/firstmile-{prefix}"))
+        .send()
+        .await;
+    delete_topics(&[&raw, &s.parsed, &events, &dlq]).await;
+}
+
+/// Records retention already deleted: the replay refuses, naming the oldest
+/// record left, and the start it suggests works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_retention_deleted_is_refused_with_the_oldest_record_left() {
+    let source = format!("gone{}", std::process::id());
+    let (raw, events, dlq) = (unique("raw.gone"), unique("events"), unique("dlq"));
+    create_topics(&[&raw, &events, &dlq], 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("firstmile.toml"),
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n[schema_registry]\nurl = \"{}\"\n\
+             [sources.{source}]\ntopic = \"{raw}\"\n[sources.{source}.parse]\nformat = \"syslog\"\n\
+             [stages.parse]\ndlq = \"{dlq}\"\n[stages.enrich]\noutput = \"{events}\"\n",
+            brokers(),
+            registry_url()
+        ),
+    )
+    .unwrap();
+    let replay = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_firstmile"))
+            .current_dir(dir.path())
+            .args(["replay", "--source", &source])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let lines = corpus();
+    let producer = producer();
+    let from = jiff::Timestamp::now();
+    for line in &lines[..20] {
+        send(&producer, &raw, &source, "k", line).await;
+    }
+    firstmile_testkit::delete_records(&raw, 0, 12).await;
+
+    let (ok, _, err) = replay(&["--from", &from.to_string(), "--dry-run"]);
+    assert!(!ok);
+    assert!(
+        err.contains("retention has already deleted")
+            && err.contains("oldest record left is offset 12"),
+        "{err}"
+    );
+    let suggested = err
+        .split("--from ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no suggested start in: {err}"))
+        .to_string();
+    let (ok, _, err) = replay(&["--offsets", "0:5-", "--dry-run"]);
+    assert!(!ok);
+    assert!(err.contains("offset 12"), "{err}");
+
+    let (ok, out, err) = replay(&["--from", &suggested, "--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("8 records run through the chain"), "{out}");
+    delete_topics(&[&raw, &events, &dlq]).await;
+}
