@@ -33,7 +33,7 @@ pub struct Options {
 }
 
 /// What a replay has done so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub read: u64,
     pub written: u64,
@@ -41,6 +41,8 @@ pub struct Summary {
     pub dropped: u64,
     /// Every range read to its end (false: stopped early; `--resume` goes on).
     pub finished: bool,
+    /// From the first read to the last commit (set up not included).
+    pub elapsed: Duration,
 }
 
 /// The consumer a replay plans and reads with: its own group (for the
@@ -144,6 +146,7 @@ pub fn run(
         }
     }
     summary.finished = reader.all_done();
+    summary.elapsed = started.elapsed();
     Ok(summary)
 }
 

@@ -161,8 +161,13 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
                 dead_lettered,
                 dropped,
                 finished,
+                elapsed,
             } = summary;
-            say!("read {read} records: {written} events, {dead_lettered} dead letters, {dropped} dropped");
+            let seconds = elapsed.as_secs_f64();
+            say!(
+                "read {read} records in {seconds:.1} s ({:.0} records/s): {written} events, {dead_lettered} dead letters, {dropped} dropped",
+                read as f64 / seconds.max(0.001)
+            );
             if !finished {
                 say!(
                     "stopped before the end; to go on: firstmile replay --source {} --resume",
