@@ -12,10 +12,9 @@ use firstmile_stages::Chain;
 use jiff::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::diff::{Earliers, Report};
-use crate::range::{record_at, PartitionRange, Plan};
+use crate::range::{self, record_at, Plan};
 use crate::reader::Reader;
 use crate::ReplayError;
 
@@ -65,7 +64,7 @@ pub fn dry_run(
     let mut seen = 0u64;
     let output = chain.output().to_string();
     for topic in [output.as_str(), config.stages.parse.dlq.as_str()] {
-        let ranges = since_time(&scanner, topic, since)?;
+        let ranges = range::since(&scanner, topic, since)?;
         let mut reader = Reader::start(&scanner, topic, &ranges)?;
         while !reader.all_done() && !stop.load(Ordering::SeqCst) {
             let batch = reader.read_batch(BATCH)?;
@@ -125,41 +124,6 @@ fn oldest(consumer: &BaseConsumer, plan: &Plan) -> Result<Option<Timestamp>, Rep
         }
     }
     Ok(oldest)
-}
-
-/// Every partition of `topic` from the first record at or after `since` to
-/// its current end.
-fn since_time(
-    consumer: &BaseConsumer,
-    topic: &str,
-    since: Timestamp,
-) -> Result<Vec<PartitionRange>, ReplayError> {
-    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
-    let mut query = TopicPartitionList::new();
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    for p in &partitions {
-        query.add_partition_offset(topic, *p, Offset::Offset(since.as_millisecond()))?;
-    }
-    let starts = consumer.offsets_for_times(query, std::time::Duration::from_secs(10))?;
-    let mut ranges = Vec::new();
-    for p in partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, std::time::Duration::from_secs(10))?;
-        let start = match starts.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o.min(high),
-            _ => high,
-        };
-        ranges.push(PartitionRange {
-            partition: p,
-            start,
-            end: high,
-        });
-    }
-    Ok(ranges)
 }
 
 fn fetch_schemas(

@@ -201,11 +201,35 @@ pub fn by_time(
             end,
         });
     }
-    Ok(Plan {
+    Ok(plan(source, topic, ranges))
+}
+
+fn plan(source: &str, topic: &str, ranges: Vec<PartitionRange>) -> Plan {
+    Plan {
         source: source.to_string(),
         topic: topic.to_string(),
         ranges,
-    })
+    }
+}
+
+/// Every partition of `topic` from its first record at or after `since` to
+/// its current end (whatever retention kept).
+pub(crate) fn since(
+    consumer: &BaseConsumer,
+    topic: &str,
+    since: Timestamp,
+) -> Result<Vec<PartitionRange>, ReplayError> {
+    let retained = retained(consumer, topic)?;
+    let starts = offsets_for(consumer, topic, &retained, since)?;
+    Ok(retained
+        .iter()
+        .zip(starts)
+        .map(|(r, start)| PartitionRange {
+            partition: r.partition,
+            start: start.min(r.high),
+            end: r.high,
+        })
+        .collect())
 }
 
 /// Per partition (in `retained` order), the first offset whose timestamp is
@@ -281,11 +305,7 @@ pub fn by_offsets(
             end,
         });
     }
-    Ok(Plan {
-        source: source.to_string(),
-        topic: topic.to_string(),
-        ranges,
-    })
+    Ok(plan(source, topic, ranges))
 }
 
 /// The rest of the replay that was stopped: from the offsets it committed
@@ -314,11 +334,7 @@ pub fn resumed(consumer: &BaseConsumer, source: &str, topic: &str) -> Result<Pla
             end,
         });
     }
-    Ok(Plan {
-        source: source.to_string(),
-        topic: topic.to_string(),
-        ranges,
-    })
+    Ok(plan(source, topic, ranges))
 }
 
 fn check_retained(

@@ -178,6 +178,15 @@ pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
 /// Records written to a topic so far, committed or not, transaction markers
 /// included: quick, and never less than what is committed.
 pub fn written(topic: &str) -> i64 {
+    watermarks(topic)
+        .values()
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
+/// Per partition: the low and high watermarks (oldest offset kept, next
+/// offset to be written).
+pub fn watermarks(topic: &str) -> std::collections::BTreeMap<i32, (i64, i64)> {
     let consumer: BaseConsumer = client().create().unwrap();
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -186,12 +195,12 @@ pub fn written(topic: &str) -> i64 {
         .partitions()
         .iter()
         .map(|p| {
-            let (low, high) = consumer
+            let marks = consumer
                 .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                 .unwrap();
-            high - low
+            (p.id(), marks)
         })
-        .sum()
+        .collect()
 }
 
 /// A consumer group's state (`Stable`, `PreparingRebalance`, …) and its

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, read_committed, registry_url, unique, written,
+    brokers, create_topics, delete_topics, read_committed, registry_url, unique, watermarks,
+    written,
 };
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -265,28 +266,6 @@ fn events_by_origin(events: &str, raw: &str, version: &str) -> BTreeMap<(i32, i6
 
 const BAD_EVERY: usize = 400;
 
-/// Per partition, the next offset to be written.
-fn ends(topic: &str) -> BTreeMap<i32, i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap();
-            (p.id(), high)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
     let source = format!("linux{}", std::process::id());
@@ -353,7 +332,10 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
     }
     let good = lines.len() - bad;
     // The corpus: every raw offset below these (live records come after).
-    let corpus_ends = ends(&raw);
+    let corpus_ends: BTreeMap<i32, i64> = watermarks(&raw)
+        .into_iter()
+        .map(|(p, (_, high))| (p, high))
+        .collect();
     let in_corpus = |(p, o): &(i32, i64)| *o < corpus_ends[p];
     s.configure(Some("Asia/Tokyo"), "1");
     let workers = s.pipeline();

@@ -353,3 +353,22 @@ fn shown(value: Option<&str>) -> String {
         Some(v) => format!("{v:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_a_span_ago() {
+        assert_eq!(
+            parse_time("2026-11-23T08:00:00Z").unwrap(),
+            "2026-11-23T08:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        for (text, seconds) in [("90m", 5400), ("6h", 21_600), ("2d", 172_800)] {
+            let ago = Timestamp::now().as_second() - parse_time(text).unwrap().as_second();
+            assert!((ago - seconds).abs() <= 1, "{text}: {ago}");
+        }
+        let e = parse_time("yesterday").unwrap_err();
+        assert!(e.contains("neither an RFC 3339 time"), "{e}");
+    }
+}
