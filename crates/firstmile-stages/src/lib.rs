@@ -151,7 +151,7 @@ pub type StageProducer = ThreadedProducer<DeliveryFailures>;
 /// offset) reads them again. Writing them too would duplicate them, and the
 /// transaction would still commit: by then it carries the new generation.
 #[derive(Default)]
-pub struct Revocations(Mutex<Revoked>);
+struct Revocations(Mutex<Revoked>);
 
 #[derive(Default)]
 struct Revoked {

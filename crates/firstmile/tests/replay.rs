@@ -444,6 +444,13 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
         "{}",
         String::from_utf8_lossy(&resumed.stderr)
     );
+    let again = s.replay(&["--resume"]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("had finished: nothing to resume"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     sending.store(false, Ordering::SeqCst);
     live.await.unwrap();
     let live_sent = live_sent.load(Ordering::SeqCst);

@@ -93,7 +93,14 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
         config.stages.pipeline_version
     );
     if total == 0 {
-        say!("nothing to replay: the range holds no records");
+        if args.resume {
+            say!(
+                "the last replay of source {} had finished: nothing to resume",
+                args.source
+            );
+        } else {
+            say!("nothing to replay: the range holds no records");
+        }
         return Ok(());
     }
 
