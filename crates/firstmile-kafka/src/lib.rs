@@ -8,3 +8,15 @@ pub mod raw;
 pub mod topics;
 
 pub use client::{client_config, ClientKind};
+
+use rdkafka::message::{Headers, Message, OwnedMessage};
+
+/// A record's header value as text, if present and UTF-8.
+pub fn header_str<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    record
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use firstmile_config::Config;
 use firstmile_event::Event;
 use firstmile_kafka::dlq::names;
-use firstmile_kafka::{client_config, ClientKind};
+use firstmile_kafka::{client_config, header_str, ClientKind};
 use firstmile_schema::{Decoder, Registry};
 use firstmile_stages::Chain;
 use jiff::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 
 use crate::diff::{Earliers, Report};
 use crate::range::{self, record_at, Plan};
@@ -166,15 +166,8 @@ fn add_event(earliers: &mut Earliers, decoder: &Decoder, plan: &Plan, m: &OwnedM
 }
 
 fn add_dead_letter(earliers: &mut Earliers, plan: &Plan, m: &OwnedMessage) {
-    let header = |name: &str| -> Option<String> {
-        m.headers()?
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_string)
-    };
-    if header(names::TOPIC).as_deref() != Some(plan.topic.as_str()) {
+    let header = |name: &str| header_str(m, name);
+    if header(names::TOPIC) != Some(plan.topic.as_str()) {
         return;
     }
     let (Some(p), Some(o)) = (

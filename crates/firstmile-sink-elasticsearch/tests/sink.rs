@@ -17,9 +17,7 @@ use firstmile_testkit::{
 };
 use serde_json::{json, Value};
 
-fn es_url() -> String {
-    std::env::var("FIRSTMILE_ELASTICSEARCH__URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
-}
+use firstmile_testkit::elasticsearch_url as es_url;
 
 struct Fixture {
     events: String,

@@ -12,23 +12,13 @@ use firstmile_event::{Event, EVENT_SCHEMA};
 use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
-    brokers, create_topics, dead_letters, delete_topics, produce_events, registry_url,
-    sample_events, unique, Background, TcpProxy,
+    brokers, create_topics, dead_letters, delete_topics, migrated_schema, postgres_url,
+    produce_events, registry_url, sample_events, timescaledb_url, unique, Background, TcpProxy,
 };
 use tokio_postgres::Client;
 
-const POSTGRES: (&str, &str) = (
-    "FIRSTMILE_STACK_POSTGRES_URL",
-    "postgresql://postgres@127.0.0.1:55432/postgres",
-);
-const TIMESCALEDB: (&str, &str) = (
-    "FIRSTMILE_STACK_TIMESCALEDB_URL",
-    "postgresql://postgres@127.0.0.1:55433/postgres",
-);
-
-fn url((var, default): (&str, &str)) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_string())
-}
+const POSTGRES: fn() -> String = postgres_url;
+const TIMESCALEDB: fn() -> String = timescaledb_url;
 
 /// host:port of a postgresql:// URL.
 fn address(url: &str) -> String {
@@ -46,20 +36,11 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(target: (&str, &str)) -> Fixture {
+    async fn new(target: fn() -> String) -> Fixture {
         let (events, dlq) = (unique("events"), unique("dlq"));
         create_topics(&[&events, &dlq], 3).await;
-        let schema = unique("sink").replace(['.', '-'], "_");
-        let db_url = url(target);
-        let db = firstmile_config::Database {
-            url: db_url.clone(),
-            schema: schema.clone(),
-            ..Default::default()
-        };
-        let mut client = firstmile_db::connect(&db).await.unwrap();
-        firstmile_db::migrate(&mut client, &schema, None)
-            .await
-            .unwrap();
+        let db_url = target();
+        let (client, schema) = migrated_schema(&db_url, "sink").await;
         let registry = Registry::new(&firstmile_config::SchemaRegistry {
             url: registry_url(),
             ..Default::default()
@@ -241,7 +222,7 @@ fn panel_queries() -> Vec<(String, String)> {
     queries
 }
 
-async fn rows_values_redelivery_and_rollup(target: (&str, &str)) {
+async fn rows_values_redelivery_and_rollup(target: fn() -> String) {
     let f = Fixture::new(target).await;
     f.produce(0..N, "1", vary).await;
     // Two bad ones: a pid too big for its column (caught before the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use firstmile_config::{Kafka, SinkSettings};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -156,10 +156,5 @@ impl SinkConsumer {
 
 /// The `firstmile.source` header of a record, or `unknown`.
 pub fn source_of(record: &OwnedMessage) -> &str {
-    record
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == raw::headers::SOURCE))
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .unwrap_or("unknown")
+    firstmile_kafka::header_str(record, raw::headers::SOURCE).unwrap_or("unknown")
 }

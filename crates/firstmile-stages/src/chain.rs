@@ -45,6 +45,6 @@ impl Chain {
 
     /// Picks up a changed indicator list, as the enrich stage does.
     pub fn refresh(&mut self) {
-        self.enrich.refresh();
+        self.enrich.reload_if_changed();
     }
 }

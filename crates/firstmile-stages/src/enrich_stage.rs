@@ -14,7 +14,9 @@ use firstmile_schema::{Decoder, Registry};
 use rdkafka::message::{Message, OwnedMessage};
 
 use crate::encoder::EventEncoder;
-use crate::{header_str, Outcome, StageError, StageTopics, Step};
+use firstmile_kafka::header_str;
+
+use crate::{Outcome, StageError, StageTopics, Step};
 
 /// How often the indicator list's file is checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -68,7 +70,9 @@ impl EnrichStep {
         Ok((topics, step))
     }
 
-    fn reload_if_changed(&mut self) {
+    /// Reloads the indicator list if its file changed (checked at most once
+    /// a second).
+    pub(crate) fn reload_if_changed(&mut self) {
         if self.checked.elapsed() < RELOAD_CHECK {
             return;
         }
@@ -144,12 +148,6 @@ impl EnrichStep {
         self.enricher.enrich(&mut event);
         event.pipeline_version.clone_from(&self.pipeline_version);
         Ok(event)
-    }
-
-    /// Reloads the indicator list if its file changed (checked at most once
-    /// a second).
-    pub(crate) fn refresh(&mut self) {
-        self.reload_if_changed();
     }
 
     pub(crate) fn encoder(&self) -> &EventEncoder {

@@ -29,7 +29,7 @@ use firstmile_metrics::Component;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -151,7 +151,12 @@ pub type StageProducer = ThreadedProducer<DeliveryFailures>;
 /// offset) reads them again. Writing them too would duplicate them, and the
 /// transaction would still commit: by then it carries the new generation.
 #[derive(Default)]
-struct Revocations(Mutex<Revoked>);
+struct Revocations {
+    revoked: Mutex<Revoked>,
+    /// Set when `revoked` holds something: the check after every poll
+    /// (every record) is one atomic load, not a lock.
+    pending: AtomicBool,
+}
 
 #[derive(Default)]
 struct Revoked {
@@ -164,7 +169,10 @@ impl ClientContext for Revocations {}
 
 impl ConsumerContext for Revocations {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut revoked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(rebalance, Rebalance::Assign(_)) {
+            self.pending.store(true, Ordering::SeqCst);
+        }
         match rebalance {
             Rebalance::Assign(_) => {}
             Rebalance::Revoke(partitions) => {
@@ -183,10 +191,10 @@ impl Revocations {
     /// Removes from `batch` the records of partitions revoked since the last
     /// call.
     fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
-        let revoked = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        if !revoked.all && revoked.partitions.is_empty() {
+        if !self.pending.swap(false, Ordering::SeqCst) {
             return;
         }
+        let revoked = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
         let before = batch.len();
         batch.retain(|r| {
             !revoked.all
@@ -430,17 +438,17 @@ fn produce_batch(
 ) -> Result<(TopicPartitionList, Counts), KafkaError> {
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut counts = Counts::new();
+    let to = Destinations {
+        stage: &topics.name,
+        output: &topics.output,
+        dlq: &topics.dlq,
+    };
     for record in batch {
         let source = step.source_of(record);
         let count = counts.entry(source.clone()).or_default();
         count.0 += 1;
         let outcome = step.apply(record, &source);
-        let out = Destinations {
-            stage: &topics.name,
-            output: &topics.output,
-            dlq: &topics.dlq,
-        };
-        write_outcome(producer, &out, record, &source, &outcome)?;
+        write_outcome(producer, &to, record, &source, &outcome)?;
         match outcome {
             Outcome::Output(_) => count.1 += 1,
             Outcome::DeadLetter { kind, .. } => {
@@ -580,16 +588,6 @@ fn rewind(consumer: &StageConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaE
         )?;
     }
     Ok(())
-}
-
-/// A header's value as text, if present and UTF-8.
-fn header_str<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    record
-        .headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// The default instance id: this host's name.

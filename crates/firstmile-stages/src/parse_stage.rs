@@ -10,7 +10,9 @@ use firstmile_parse::SourceParser;
 use rdkafka::message::{Message, OwnedMessage};
 
 use crate::encoder::EventEncoder;
-use crate::{header_str, Outcome, StageError, StageTopics, Step};
+use firstmile_kafka::header_str;
+
+use crate::{Outcome, StageError, StageTopics, Step};
 
 pub struct ParseStep {
     parsers: BTreeMap<String, SourceParser>,

@@ -36,6 +36,50 @@ pub fn registry_url() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
 }
 
+/// The stack's PostgreSQL 15 (`FIRSTMILE_STACK_POSTGRES_URL`, else the default).
+pub fn postgres_url() -> String {
+    std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into())
+}
+
+/// The stack's TimescaleDB (`FIRSTMILE_STACK_TIMESCALEDB_URL`, else the default).
+pub fn timescaledb_url() -> String {
+    std::env::var("FIRSTMILE_STACK_TIMESCALEDB_URL")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55433/postgres".into())
+}
+
+/// The stack's Elasticsearch (`FIRSTMILE_ELASTICSEARCH__URL`, else the default).
+pub fn elasticsearch_url() -> String {
+    std::env::var("FIRSTMILE_ELASTICSEARCH__URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
+}
+
+/// A new schema named after `prefix` in the database at `url`, migrated;
+/// with a connection to it.
+pub async fn migrated_schema(url: &str, prefix: &str) -> (tokio_postgres::Client, String) {
+    let schema = unique(prefix).replace(['.', '-'], "_");
+    let db = firstmile_config::Database {
+        url: url.to_string(),
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let mut client = firstmile_db::connect(&db).await.unwrap();
+    firstmile_db::migrate(&mut client, &schema, None)
+        .await
+        .unwrap();
+    (client, schema)
+}
+
+/// A child process, SIGKILLed when dropped so a failing test leaves none
+/// behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `[kafka]` for the stack.
 pub fn kafka() -> firstmile_config::Kafka {
     firstmile_config::Kafka {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,22 +15,15 @@ use std::time::{Duration, Instant};
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, read_committed, registry_url, unique, watermarks,
-    written,
+    brokers, create_topics, delete_topics, elasticsearch_url, migrated_schema, postgres_url,
+    read_committed, registry_url, unique, watermarks, written,
 };
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-/// A worker process, SIGKILLed when dropped so a failing test leaves none.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+// A worker process, SIGKILLed when dropped so a failing test leaves none.
+use firstmile_testkit::KillOnDrop as Worker;
 
 struct Scenario {
     source: String,
@@ -276,11 +269,9 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
         unique("dlq"),
     );
     create_topics(&[&raw, &parsed, &events, &dlq], 3).await;
-    let schema = unique("replay").replace(['.', '-'], "_");
-    let db_url = std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into());
-    let es_url = std::env::var("FIRSTMILE_ELASTICSEARCH__URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let db_url = postgres_url();
+    let (_, schema) = migrated_schema(&db_url, "replay").await;
+    let es_url = elasticsearch_url();
     let prefix = unique("replay").replace('.', "-").to_lowercase();
     let s = Scenario {
         source: source.clone(),
@@ -302,12 +293,6 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
         es_url: es_url.clone(),
         prefix: prefix.clone(),
     };
-    {
-        let mut client = s.db().await;
-        firstmile_db::migrate(&mut client, &schema, None)
-            .await
-            .unwrap();
-    }
 
     // 1. The corpus, parsed with the wrong time zone (Tokyo instead of UTC).
     let lines = corpus();

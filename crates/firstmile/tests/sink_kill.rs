@@ -6,24 +6,17 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+// The sink process, killed (SIGKILL) when dropped.
+use firstmile_testkit::KillOnDrop as Sink;
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, produce_events, registry_url, sample_events, unique,
+    brokers, create_topics, delete_topics, elasticsearch_url, migrated_schema, postgres_url,
+    produce_events, registry_url, sample_events, unique,
 };
 
 const N: i64 = 30_000;
-
-/// The sink process, killed (SIGKILL) when dropped.
-struct Sink(Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `firstmile sink NAME` with the configuration in `dir`; `env` wins over
 /// variables the test itself runs with.
@@ -99,18 +92,8 @@ async fn kill_three_times(name: &str, env: &[(String, String)], count: Count<'_>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_timescale_sink_ends_with_exactly_one_row_per_event() {
-    let schema = unique("kill").replace(['.', '-'], "_");
-    let url = std::env::var("FIRSTMILE_STACK_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:55432/postgres".into());
-    let db = firstmile_config::Database {
-        url: url.clone(),
-        schema: schema.clone(),
-        ..Default::default()
-    };
-    let mut client = firstmile_db::connect(&db).await.unwrap();
-    firstmile_db::migrate(&mut client, &schema, None)
-        .await
-        .unwrap();
+    let url = postgres_url();
+    let (client, schema) = migrated_schema(&url, "kill").await;
     let env = [
         ("FIRSTMILE_DATABASE__URL".to_string(), url),
         ("FIRSTMILE_DATABASE__SCHEMA".to_string(), schema.clone()),
@@ -134,8 +117,7 @@ async fn a_sigkilled_timescale_sink_ends_with_exactly_one_row_per_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_elasticsearch_sink_ends_with_exactly_one_document_per_event() {
-    let url = std::env::var("FIRSTMILE_ELASTICSEARCH__URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:9200".into());
+    let url = elasticsearch_url();
     let prefix = unique("kill").replace('.', "-").to_lowercase();
     let env = [
         ("FIRSTMILE_ELASTICSEARCH__URL".to_string(), url.clone()),

@@ -19,15 +19,8 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-/// A worker process, killed when dropped so a failing test leaves none behind.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+// A worker process, killed when dropped so a failing test leaves none behind.
+use firstmile_testkit::KillOnDrop as Worker;
 
 fn spawn_worker(dir: &Path, instance: &str) -> Worker {
     spawn_worker_with(dir, instance, &[])

@@ -73,6 +73,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
         .raw_topic(&args.source)
         .with_context(|| format!("unknown source `{}` (not in [sources])", args.source))?;
     let mut chain = Chain::new(&config).await.context("setting up the chain")?;
+    let output = chain.output().to_string();
     let consumer = firstmile_replay::consumer(&config, &args.source)?;
     let plan = match (&args.from, &args.offsets, args.resume) {
         (Some(from), _, _) => range::by_time(&consumer, &args.source, &topic, *from, args.to)?,
@@ -183,10 +184,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
                 // 130: interrupted, as a shell reports Ctrl-C.
                 std::process::exit(130);
             }
-            say!(
-                "replay finished; the sinks converge as they consume {}",
-                config_output(&config)
-            );
+            say!("replay finished; the sinks converge as they consume {output}");
         }
     }
     Ok(())
@@ -195,15 +193,6 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
 enum Done {
     DryRun(Report, bool),
     Replay(Summary),
-}
-
-fn config_output(config: &firstmile_config::Config) -> String {
-    config
-        .stages
-        .enrich
-        .output
-        .clone()
-        .unwrap_or_else(|| "events".into())
 }
 
 /// A progress bar with rate and ETA on a terminal; a log line every 10 s
