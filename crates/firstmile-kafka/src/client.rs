@@ -28,3 +28,26 @@ pub fn client_config(kafka: &Kafka, kind: ClientKind) -> ClientConfig {
     }
     config
 }
+
+/// Answers whether the brokers can be reached, for `/health/ready`: one
+/// metadata request on a client of its own (the workers' clients are busy
+/// in their loops).
+#[derive(Clone)]
+pub struct BrokerProbe(std::sync::Arc<rdkafka::consumer::BaseConsumer>);
+
+impl BrokerProbe {
+    pub fn new(kafka: &Kafka) -> Result<BrokerProbe, rdkafka::error::KafkaError> {
+        let client = client_config(kafka, ClientKind::Admin).create()?;
+        Ok(BrokerProbe(std::sync::Arc::new(client)))
+    }
+
+    pub async fn check(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let client = std::sync::Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::fetch_metadata(&*client, None, timeout).map(|_| ())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("kafka: {e}"))
+    }
+}

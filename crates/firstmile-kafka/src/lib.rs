@@ -4,10 +4,11 @@
 
 pub mod client;
 pub mod dlq;
+pub mod lag;
 pub mod raw;
 pub mod topics;
 
-pub use client::{client_config, ClientKind};
+pub use client::{client_config, BrokerProbe, ClientKind};
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 

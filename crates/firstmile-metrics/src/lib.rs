@@ -45,7 +45,17 @@ pub struct Metrics {
     rejected: IntCounterVec,
     in_flight_bytes: IntGaugeVec,
     delivery_latency: HistogramVec,
+    transactions: IntCounterVec,
+    batch_events: HistogramVec,
+    write_duration: HistogramVec,
+    end_to_end_latency: HistogramVec,
+    consumer_lag: IntGaugeVec,
 }
+
+/// Latency buckets: a millisecond to a minute.
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 const COMPONENT: &[&str] = &["component_kind", "component_id"];
 
@@ -113,14 +123,56 @@ impl Metrics {
                 "firstmile_component_delivery_latency_seconds",
                 "Time from handing an event downstream to its acknowledgment.",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            .buckets(SECONDS.to_vec()),
             COMPONENT,
         )
         .expect("valid metric");
         registry
             .register(Box::new(delivery_latency.clone()))
+            .expect("unique metric");
+        let transactions = counter(
+            "firstmile_component_transactions_total",
+            "Kafka transactions a stage ended, by outcome (committed, aborted).",
+            &with(&["outcome"]),
+        );
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                COMPONENT,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let batch_events = histogram(
+            "firstmile_component_batch_events",
+            "Events per batch a stage or sink wrote.",
+            &[
+                1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0,
+            ],
+        );
+        let write_duration = histogram(
+            "firstmile_component_write_duration_seconds",
+            "Time to write one batch: a stage's transaction, a sink's write to its target.",
+            SECONDS,
+        );
+        let end_to_end_latency = histogram(
+            "firstmile_component_end_to_end_latency_seconds",
+            "Time from an event's received_at (its raw record reaching Kafka) to the sink's commit.",
+            SECONDS,
+        );
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "firstmile_component_consumer_lag_records",
+                "Records in an assigned partition after the group's position (librdkafka statistics).",
+            ),
+            &with(&["group", "topic", "partition"]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
         Arc::new(Metrics {
             registry,
@@ -133,6 +185,11 @@ impl Metrics {
             rejected,
             in_flight_bytes,
             delivery_latency,
+            transactions,
+            batch_events,
+            write_duration,
+            end_to_end_latency,
+            consumer_lag,
         })
     }
 
@@ -239,5 +296,53 @@ impl Component {
             .delivery_latency
             .with_label_values(&self.labels(&[]))
             .observe(seconds);
+    }
+
+    /// A stage's transaction ended: committed or aborted.
+    pub fn transaction(&self, committed: bool) {
+        let outcome = if committed { "committed" } else { "aborted" };
+        self.metrics
+            .transactions
+            .with_label_values(&self.labels(&[outcome]))
+            .inc();
+    }
+
+    /// A batch of `events` was written in `seconds`.
+    pub fn batch_written(&self, events: usize, seconds: f64) {
+        let l = self.labels(&[]);
+        self.metrics
+            .batch_events
+            .with_label_values(&l)
+            .observe(events as f64);
+        self.metrics
+            .write_duration
+            .with_label_values(&l)
+            .observe(seconds);
+    }
+
+    /// The end-to-end latency histogram, for recording a batch's events
+    /// without a label lookup each.
+    pub fn end_to_end_latency_histogram(&self) -> prometheus::Histogram {
+        self.metrics
+            .end_to_end_latency
+            .with_label_values(&self.labels(&[]))
+    }
+
+    /// The consumer lag of one assigned partition.
+    pub fn consumer_lag(&self, group: &str, topic: &str, partition: i32, lag: i64) {
+        let partition = partition.to_string();
+        self.metrics
+            .consumer_lag
+            .with_label_values(&self.labels(&[group, topic, &partition]))
+            .set(lag);
+    }
+
+    /// Stops reporting the lag of a partition no longer assigned here.
+    pub fn forget_consumer_lag(&self, group: &str, topic: &str, partition: i32) {
+        let partition = partition.to_string();
+        let _ = self
+            .metrics
+            .consumer_lag
+            .remove_label_values(&self.labels(&[group, topic, &partition]));
     }
 }

@@ -24,7 +24,9 @@ use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use firstmile_config::Config;
 use firstmile_metrics::Component;
-use firstmile_sink::{source_of, Backoff, DeadLetter, EventDecoder, SinkConsumer, SinkTopics};
+use firstmile_sink::{
+    observe_committed, source_of, Backoff, DeadLetter, EventDecoder, SinkConsumer, SinkTopics,
+};
 use rdkafka::message::OwnedMessage;
 
 pub use document::{document, index_name, item_outcomes, push_index, ItemOutcome};
@@ -70,6 +72,7 @@ struct Doc<'a> {
     body: Vec<u8>,
     record: &'a OwnedMessage,
     source: String,
+    received_at: jiff::Timestamp,
 }
 
 /// Runs the sink until `stop` is set (checked between batches and attempts).
@@ -96,7 +99,7 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
     }
     let default_input = config.stages.enrich.output.as_deref().unwrap_or("events");
     let topics = SinkTopics::new("elasticsearch", &config.sinks.elasticsearch, default_input);
-    let consumer = SinkConsumer::new(&config.kafka, topics)?;
+    let consumer = SinkConsumer::new(&config.kafka, topics, metrics)?;
     let mut decoder = EventDecoder::new(&config.schema_registry)?;
 
     while !stop.load(Ordering::SeqCst) {
@@ -115,6 +118,7 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
                     body: serde_json::to_vec(&document(&event)).unwrap_or_default(),
                     record,
                     source: event.origin.source,
+                    received_at: event.received_at,
                 }),
                 Err((kind, message)) => dead.push((record, kind, message)),
             }
@@ -128,9 +132,13 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
         }
         let mut keep: Vec<usize> = latest.into_values().collect();
         keep.sort_unstable();
-        let Some(rejected) = index_all(&es, &docs, keep, stop, metrics).await else {
+        let writing = std::time::Instant::now();
+        let Some(rejected) = index_all(&es, &docs, keep.clone(), stop, metrics).await else {
             break; // stopped before everything was indexed: nothing committed
         };
+        let write_seconds = writing.elapsed().as_secs_f64();
+        let refused: std::collections::HashSet<usize> =
+            rejected.iter().map(|(i, _, _)| *i).collect();
         for (i, error_type, reason) in rejected {
             let message = format!("{error_type}: {reason}");
             dead.push((docs[i].record, "rejected_by_elasticsearch", message));
@@ -140,6 +148,12 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
         }
         consumer.commit(&batch);
         report(metrics, &batch, &docs, &dead);
+        let indexed: Vec<jiff::Timestamp> = keep
+            .iter()
+            .filter(|i| !refused.contains(i))
+            .map(|&i| docs[i].received_at)
+            .collect();
+        observe_committed(metrics, write_seconds, indexed.into_iter());
     }
     tracing::info!("elasticsearch sink stopped");
     Ok(())
@@ -279,4 +293,19 @@ async fn bulk(
         return Err(format!("HTTP {status}: {answer}"));
     }
     item_outcomes(&answer, positions.len()).ok_or_else(|| format!("not a _bulk answer: {answer}"))
+}
+
+/// Whether Elasticsearch answers, for `/health/ready`.
+pub async fn check_target(config: &firstmile_config::Elasticsearch) -> Result<(), String> {
+    let es = client(config).map_err(|e| e.to_string())?;
+    let answer = es
+        .ping()
+        .send()
+        .await
+        .map_err(|e| format!("elasticsearch: {e}"))?;
+    if answer.status_code().is_success() {
+        Ok(())
+    } else {
+        Err(format!("elasticsearch: answered {}", answer.status_code()))
+    }
 }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use firstmile_config::Config;
 use firstmile_metrics::Component;
-use firstmile_sink::{source_of, Backoff, DeadLetter, EventDecoder, SinkConsumer, SinkTopics};
+use firstmile_sink::{
+    observe_committed, source_of, Backoff, DeadLetter, EventDecoder, SinkConsumer, SinkTopics,
+};
 use rdkafka::message::OwnedMessage;
 
 pub use firstmile_sink::SinkError;
@@ -36,7 +38,7 @@ type Pending<'a> = (Row, &'a OwnedMessage, String);
 pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Result<(), SinkError> {
     let default_input = config.stages.enrich.output.as_deref().unwrap_or("events");
     let topics = SinkTopics::new("timescale", &config.sinks.timescale, default_input);
-    let consumer = SinkConsumer::new(&config.kafka, topics)?;
+    let consumer = SinkConsumer::new(&config.kafka, topics, metrics)?;
     let mut decoder = EventDecoder::new(&config.schema_registry)?;
     let mut writer: Option<Writer> = None;
     let mut rollups = Rollups::default();
@@ -64,10 +66,14 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
             }
         }
         let rows: Vec<Pending> = rows.into_values().collect();
+        let writing = std::time::Instant::now();
         let Some(rejected) = write_with_retry(config, &mut writer, &rows, stop, metrics).await
         else {
             break; // stopped while the database was away: nothing committed
         };
+        let write_seconds = writing.elapsed().as_secs_f64();
+        let rejected_ids: std::collections::HashSet<uuid::Uuid> =
+            rejected.iter().map(|(row, _, _)| row.event_id).collect();
         for (_, record, message) in rejected {
             dead.push((record, "rejected_by_database", message));
         }
@@ -78,6 +84,15 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
         rollups.refresh_if_due(&mut writer, false).await;
         consumer.commit(&batch);
         report(metrics, &batch, &rows, &dead);
+        let written = rows
+            .iter()
+            .filter(|(row, _, _)| !rejected_ids.contains(&row.event_id))
+            .map(|(row, _, _)| row.received_at);
+        observe_committed(
+            metrics,
+            write_seconds,
+            written.collect::<Vec<_>>().into_iter(),
+        );
     }
     rollups.refresh_if_due(&mut writer, true).await;
     tracing::info!("timescale sink stopped");
@@ -214,4 +229,16 @@ impl Rollups {
             Err(e) => tracing::warn!(error = %e, "rollup refresh failed; tried again later"),
         }
     }
+}
+
+/// Whether the database answers, for `/health/ready`.
+pub async fn check_target(db: &firstmile_config::Database) -> Result<(), String> {
+    let client = firstmile_db::connect(db)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("database: {e}"))
 }

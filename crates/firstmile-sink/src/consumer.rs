@@ -13,7 +13,9 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
 use firstmile_kafka::{client_config, dlq, raw, ClientKind};
+use firstmile_metrics::Component;
 
 /// A sink's settings with the defaults filled in.
 pub struct SinkTopics {
@@ -53,7 +55,7 @@ impl SinkTopics {
 
 /// The sink's consumer and its dead-letter producer.
 pub struct SinkConsumer {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ConsumerLag>,
     dead_letters: FutureProducer,
     topics: SinkTopics,
 }
@@ -62,7 +64,12 @@ pub struct SinkConsumer {
 pub type DeadLetter<'a> = (&'a OwnedMessage, &'static str, String);
 
 impl SinkConsumer {
-    pub fn new(kafka: &Kafka, topics: SinkTopics) -> Result<SinkConsumer, KafkaError> {
+    /// `metrics`: where the consumer lag of its partitions is reported.
+    pub fn new(
+        kafka: &Kafka,
+        topics: SinkTopics,
+        metrics: &Component,
+    ) -> Result<SinkConsumer, KafkaError> {
         let mut config = client_config(kafka, ClientKind::Consumer);
         // Static membership, as the stages: a restarted sink takes its
         // partitions back without waiting out its old session.
@@ -78,7 +85,9 @@ impl SinkConsumer {
         if config.get("session.timeout.ms").is_none() {
             config.set("session.timeout.ms", "10000");
         }
-        let consumer: StreamConsumer = config.create()?;
+        enable_statistics(&mut config);
+        let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
+        let consumer: StreamConsumer<ConsumerLag> = config.create_with_context(lag)?;
         consumer.subscribe(&[topics.input.as_str()])?;
         let dead_letters = client_config(kafka, ClientKind::Producer)
             .set("enable.idempotence", "true")

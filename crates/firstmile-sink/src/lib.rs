@@ -16,6 +16,22 @@ use rdkafka::message::{Message, OwnedMessage};
 
 pub use consumer::{source_of, DeadLetter, SinkConsumer, SinkTopics};
 
+/// Records a committed batch: its size, how long the write took, and each
+/// written event's end-to-end latency (its `received_at` to now).
+pub fn observe_committed(
+    metrics: &firstmile_metrics::Component,
+    write_seconds: f64,
+    received_at: impl ExactSizeIterator<Item = jiff::Timestamp>,
+) {
+    metrics.batch_written(received_at.len(), write_seconds);
+    let latency = metrics.end_to_end_latency_histogram();
+    let now = jiff::Timestamp::now();
+    for t in received_at {
+        // A clock behind the receiver's would give a negative latency.
+        latency.observe(now.duration_since(t).as_secs_f64().max(0.0));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("kafka: {0}")]

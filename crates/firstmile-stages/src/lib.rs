@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use firstmile_config::{Config, Delivery};
 use firstmile_kafka::dlq;
+use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
 use firstmile_kafka::raw::headers;
 use firstmile_kafka::{client_config, ClientKind};
 use firstmile_metrics::Component;
@@ -150,12 +151,12 @@ pub type StageProducer = ThreadedProducer<DeliveryFailures>;
 /// partition's next owner (perhaps this member again, from the committed
 /// offset) reads them again. Writing them too would duplicate them, and the
 /// transaction would still commit: by then it carries the new generation.
-#[derive(Default)]
 struct Revocations {
     revoked: Mutex<Revoked>,
     /// Set when `revoked` holds something: the check after every poll
     /// (every record) is one atomic load, not a lock.
     pending: AtomicBool,
+    lag: ConsumerLag,
 }
 
 #[derive(Default)]
@@ -165,7 +166,11 @@ struct Revoked {
     partitions: BTreeSet<(String, i32)>,
 }
 
-impl ClientContext for Revocations {}
+impl ClientContext for Revocations {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
 
 impl ConsumerContext for Revocations {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -188,6 +193,14 @@ impl ConsumerContext for Revocations {
 }
 
 impl Revocations {
+    fn new(lag: ConsumerLag) -> Revocations {
+        Revocations {
+            revoked: Mutex::default(),
+            pending: AtomicBool::new(false),
+            lag,
+        }
+    }
+
     /// Removes from `batch` the records of partitions revoked since the last
     /// call.
     fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
@@ -233,7 +246,9 @@ pub fn run(
     if consumer_config.get("session.timeout.ms").is_none() {
         consumer_config.set("session.timeout.ms", "10000");
     }
-    let consumer: StageConsumer = consumer_config.create_with_context(Revocations::default())?;
+    enable_statistics(&mut consumer_config);
+    let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
+    let consumer: StageConsumer = consumer_config.create_with_context(Revocations::new(lag))?;
     let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
     producer_config.set("enable.idempotence", "true");
     let exactly_once = topics.delivery == Delivery::ExactlyOnce;
@@ -277,6 +292,7 @@ pub fn run(
             Ok(()) => {}
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
                 metrics.error("transaction_aborted");
+                metrics.transaction(false);
                 tracing::warn!(error = %e, "aborting the transaction; the batch is read again");
                 producer.abort_transaction(TXN_TIMEOUT)?;
                 rewind(&consumer, &batch)?;
@@ -424,8 +440,17 @@ pub fn write_outcome(
     }
 }
 
-/// Per source: records read, written, dead-lettered.
-type Counts = BTreeMap<String, (u64, u64, u64)>;
+/// What a batch did, per source, reported once the batch is committed (an
+/// aborted batch is read again and must not count twice).
+#[derive(Default)]
+struct SourceCounts {
+    read: u64,
+    written: u64,
+    /// `dlq_<kind>` and `drop_rule_<rule>`, as the discarded reason.
+    discarded: BTreeMap<String, u64>,
+}
+
+type Counts = BTreeMap<String, SourceCounts>;
 
 /// Produces the batch's outputs and dead letters; returns the offsets to
 /// commit and the counts to report once they are committed.
@@ -433,7 +458,6 @@ fn produce_batch(
     producer: &StageProducer,
     topics: &StageTopics,
     step: &mut dyn Step,
-    metrics: &Component,
     batch: &[OwnedMessage],
 ) -> Result<(TopicPartitionList, Counts), KafkaError> {
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -445,19 +469,20 @@ fn produce_batch(
     };
     for record in batch {
         let source = step.source_of(record);
-        let count = counts.entry(source.clone()).or_default();
-        count.0 += 1;
         let outcome = step.apply(record, &source);
         write_outcome(producer, &to, record, &source, &outcome)?;
-        match outcome {
-            Outcome::Output(_) => count.1 += 1,
-            Outcome::DeadLetter { kind, .. } => {
-                count.2 += 1;
-                metrics.discarded(&source, &format!("dlq_{kind}"), 1);
+        let count = counts.entry(source).or_default();
+        count.read += 1;
+        let discarded = match outcome {
+            Outcome::Output(_) => {
+                count.written += 1;
+                None
             }
-            Outcome::Dropped { rule } => {
-                metrics.discarded(&source, &format!("drop_rule_{rule}"), 1);
-            }
+            Outcome::DeadLetter { kind, .. } => Some(format!("dlq_{kind}")),
+            Outcome::Dropped { rule } => Some(format!("drop_rule_{rule}")),
+        };
+        if let Some(reason) = discarded {
+            *count.discarded.entry(reason).or_default() += 1;
         }
         next_offsets.insert(
             (record.topic().to_string(), record.partition()),
@@ -471,11 +496,17 @@ fn produce_batch(
     Ok((offsets, counts))
 }
 
-fn report(metrics: &Component, counts: Counts) {
-    for (source, (received, sent, _)) in counts {
-        metrics.received(&source, received, 0);
-        metrics.sent(&source, sent, 0);
+fn report(metrics: &Component, counts: Counts, started: Instant) {
+    let mut events = 0;
+    for (source, count) in counts {
+        metrics.received(&source, count.read, 0);
+        metrics.sent(&source, count.written, 0);
+        for (reason, n) in count.discarded {
+            metrics.discarded(&source, &reason, n);
+        }
+        events += count.read;
     }
+    metrics.batch_written(events as usize, started.elapsed().as_secs_f64());
 }
 
 fn transact(
@@ -486,8 +517,9 @@ fn transact(
     metrics: &Component,
     batch: &[OwnedMessage],
 ) -> Result<(), KafkaError> {
+    let started = Instant::now();
     producer.begin_transaction()?;
-    let (offsets, counts) = produce_batch(producer, topics, step, metrics, batch)?;
+    let (offsets, counts) = produce_batch(producer, topics, step, batch)?;
     // No group metadata means the consumer has not joined its group yet.
     let group = consumer
         .group_metadata()
@@ -495,7 +527,8 @@ fn transact(
     producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
     wait_delivered(producer, TXN_TIMEOUT)?;
     producer.commit_transaction(TXN_TIMEOUT)?;
-    report(metrics, counts);
+    metrics.transaction(true);
+    report(metrics, counts, started);
     Ok(())
 }
 
@@ -509,9 +542,10 @@ fn deliver_then_commit(
     metrics: &Component,
     batch: &[OwnedMessage],
 ) -> Result<(), KafkaError> {
+    let started = Instant::now();
     let failures = &producer.context().0;
     failures.store(0, Ordering::SeqCst);
-    let (offsets, counts) = produce_batch(producer, topics, step, metrics, batch)?;
+    let (offsets, counts) = produce_batch(producer, topics, step, batch)?;
     let flushed = wait_delivered(producer, FLUSH_TIMEOUT);
     let failed = failures.load(Ordering::SeqCst);
     if flushed.is_err() || failed > 0 {
@@ -525,7 +559,7 @@ fn deliver_then_commit(
         tracing::warn!(error = %e, "committing offsets failed; the batch will be read again");
         return rewind(consumer, batch);
     }
-    report(metrics, counts);
+    report(metrics, counts, started);
     Ok(())
 }
 

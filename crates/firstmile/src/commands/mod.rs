@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 pub async fn run_worker<E, F, Fut>(
     config: &firstmile_config::Config,
     what: &str,
+    target: Option<sink::SinkCommand>,
     start: F,
 ) -> Result<()>
 where
@@ -34,7 +35,7 @@ where
     let endpoint = if config.metrics.listen.is_empty() {
         None
     } else {
-        let ready: Readiness = Arc::new(|| async { Ok(()) }.boxed());
+        let ready = worker_readiness(config, target)?;
         Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -53,4 +54,36 @@ where
         e.task.abort();
     }
     result?.with_context(|| format!("{what} failed"))
+}
+
+/// A worker is ready while the brokers answer and, for a sink, its target.
+fn worker_readiness(
+    config: &firstmile_config::Config,
+    target: Option<sink::SinkCommand>,
+) -> Result<Readiness> {
+    let probe = firstmile_kafka::BrokerProbe::new(&config.kafka)?;
+    let (database, elasticsearch) = (
+        Arc::new(config.database.clone()),
+        Arc::new(config.elasticsearch.clone()),
+    );
+    Ok(Arc::new(move || {
+        let (probe, database, elasticsearch) = (
+            probe.clone(),
+            Arc::clone(&database),
+            Arc::clone(&elasticsearch),
+        );
+        async move {
+            probe.check(std::time::Duration::from_secs(2)).await?;
+            match target {
+                None => Ok(()),
+                Some(sink::SinkCommand::Timescale) => {
+                    firstmile_sink_timescale::check_target(&database).await
+                }
+                Some(sink::SinkCommand::Elasticsearch) => {
+                    firstmile_sink_elasticsearch::check_target(&elasticsearch).await
+                }
+            }
+        }
+        .boxed()
+    }))
 }

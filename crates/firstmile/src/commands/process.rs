@@ -35,6 +35,7 @@ pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
     super::run_worker(
         config,
         &format!("stage {name}"),
+        None,
         |metrics, stop| async move { start(config, name, &metrics, &stop).await },
     )
     .await

@@ -30,7 +30,7 @@ impl SinkCommand {
 pub async fn run(settings: &Settings, command: SinkCommand) -> Result<()> {
     let config = &settings.config;
     let what = format!("sink {}", command.name());
-    super::run_worker(config, &what, |metrics, stop| async move {
+    super::run_worker(config, &what, Some(command), |metrics, stop| async move {
         Ok(start(config, command, &metrics, &stop))
     })
     .await

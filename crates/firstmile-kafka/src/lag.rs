@@ -1,0 +1,72 @@
+//! Consumer lag per assigned partition, from librdkafka's statistics (every
+//! `statistics.interval.ms`, 5 s unless configured), as
+//! `firstmile_component_consumer_lag_records`.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use firstmile_metrics::Component;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::{ClientConfig, Statistics};
+
+/// How often librdkafka reports, unless `[kafka]` properties say otherwise.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Turns on the statistics the lag is read from.
+pub fn enable_statistics(config: &mut ClientConfig) {
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    }
+}
+
+/// Records the lag of a consumer group member's partitions. Also a consumer
+/// context of its own, for consumers that need nothing else.
+pub struct ConsumerLag {
+    component: Option<Component>,
+    group: String,
+    /// Partitions with a lag reported, to forget those no longer assigned.
+    reported: Mutex<BTreeSet<(String, i32)>>,
+}
+
+impl ConsumerLag {
+    pub fn new(component: Option<Component>, group: &str) -> ConsumerLag {
+        ConsumerLag {
+            component,
+            group: group.to_string(),
+            reported: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Updates the gauges from one statistics report.
+    pub fn record(&self, statistics: &Statistics) {
+        let Some(component) = &self.component else {
+            return;
+        };
+        let mut now = BTreeSet::new();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a lag
+                // of -1 means unknown (not assigned, or no offsets yet).
+                if partition < 0 || p.consumer_lag < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                component.consumer_lag(&self.group, topic, partition, p.consumer_lag);
+                now.insert((topic.clone(), partition));
+            }
+        }
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition) in reported.difference(&now) {
+            component.forget_consumer_lag(&self.group, topic, *partition);
+        }
+        *reported = now;
+    }
+}
+
+impl ClientContext for ConsumerLag {
+    fn stats(&self, statistics: Statistics) {
+        self.record(&statistics);
+    }
+}
+
+impl ConsumerContext for ConsumerLag {}
