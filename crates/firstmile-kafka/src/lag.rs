@@ -48,10 +48,24 @@ impl ConsumerLag {
             for (&partition, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a lag
                 // of -1 means unknown (not assigned, or no offsets yet).
-                if partition < 0 || p.consumer_lag < 0 || p.fetch_state == "none" {
+                // The lag after the stored offset (the position the member
+                // has read to): stages commit inside transactions, through
+                // the producer, so the consumer's own committed offset never
+                // moves; the sinks commit right after reading anyway.
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.hi_offset >= 0 && p.hi_offset == p.lo_offset {
+                    // Nothing read because there is nothing to read.
+                    0
+                } else {
+                    -1
+                };
+                if partition < 0 || lag < 0 || p.fetch_state == "none" {
                     continue;
                 }
-                component.consumer_lag(&self.group, topic, partition, p.consumer_lag);
+                component.consumer_lag(&self.group, topic, partition, lag);
                 now.insert((topic.clone(), partition));
             }
         }

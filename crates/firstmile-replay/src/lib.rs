@@ -21,7 +21,7 @@ pub mod diff;
 mod dry_run;
 pub mod progress;
 pub mod range;
-mod reader;
+pub mod reader;
 mod run;
 
 pub use dry_run::{dry_run, Phase};

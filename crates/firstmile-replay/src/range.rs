@@ -214,7 +214,7 @@ fn plan(source: &str, topic: &str, ranges: Vec<PartitionRange>) -> Plan {
 
 /// Every partition of `topic` from its first record at or after `since` to
 /// its current end (whatever retention kept).
-pub(crate) fn since(
+pub fn since(
     consumer: &BaseConsumer,
     topic: &str,
     since: Timestamp,

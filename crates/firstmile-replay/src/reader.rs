@@ -14,7 +14,7 @@ use crate::ReplayError;
 /// A batch is cut after this long, so progress (and Ctrl-C) stays prompt.
 const BATCH_TIME: Duration = Duration::from_secs(1);
 
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     consumer: &'a BaseConsumer,
     topic: String,
     ends: BTreeMap<i32, i64>,
@@ -23,7 +23,7 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Assigns the consumer the ranges' partitions at their starts.
-    pub(crate) fn start(
+    pub fn start(
         consumer: &'a BaseConsumer,
         topic: &str,
         ranges: &[PartitionRange],
@@ -48,25 +48,25 @@ impl<'a> Reader<'a> {
         })
     }
 
-    pub(crate) fn topic(&self) -> &str {
+    pub fn topic(&self) -> &str {
         &self.topic
     }
 
-    pub(crate) fn end(&self, partition: i32) -> i64 {
+    pub fn end(&self, partition: i32) -> i64 {
         self.ends.get(&partition).copied().unwrap_or(0)
     }
 
-    pub(crate) fn is_done(&self, partition: i32) -> bool {
+    pub fn is_done(&self, partition: i32) -> bool {
         self.done.contains(&partition)
     }
 
-    pub(crate) fn all_done(&self) -> bool {
+    pub fn all_done(&self) -> bool {
         self.ends.keys().all(|p| self.done.contains(p))
     }
 
     /// Up to `limit` records of the ranges (fewer after a second, none once
     /// every range is read).
-    pub(crate) fn read_batch(&mut self, limit: usize) -> Result<Vec<OwnedMessage>, ReplayError> {
+    pub fn read_batch(&mut self, limit: usize) -> Result<Vec<OwnedMessage>, ReplayError> {
         let mut batch = Vec::new();
         let started = Instant::now();
         while batch.len() < limit && !self.all_done() && started.elapsed() < BATCH_TIME {

@@ -298,8 +298,10 @@ async fn bulk(
 /// Whether Elasticsearch answers, for `/health/ready`.
 pub async fn check_target(config: &firstmile_config::Elasticsearch) -> Result<(), String> {
     let es = client(config).map_err(|e| e.to_string())?;
+    // Cluster health, not `/`: the integ-test distribution answers 405 there.
     let answer = es
-        .ping()
+        .cluster()
+        .health(elasticsearch::cluster::ClusterHealthParts::None)
         .send()
         .await
         .map_err(|e| format!("elasticsearch: {e}"))?;

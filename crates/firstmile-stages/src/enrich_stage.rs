@@ -36,18 +36,8 @@ impl EnrichStep {
     /// The enrich stage's topics and step: loads the enrichment data and
     /// registers the event schema for the output. Call within a tokio runtime.
     pub async fn prepare(config: &Config) -> Result<(StageTopics, EnrichStep), StageError> {
-        let stage = &config.stages.enrich;
-        let inputs = if stage.input.is_empty() {
-            vec![config
-                .stages
-                .parse
-                .output
-                .clone()
-                .unwrap_or_else(|| "parsed".into())]
-        } else {
-            stage.input.clone()
-        };
-        let topics = StageTopics::new("enrich", stage, inputs, "events");
+        let topics = crate::stage_topics(config, "enrich")
+            .ok_or_else(|| StageError::Setup("the enrich stage is unknown".into()))?;
         let mut rules = BTreeMap::new();
         for (name, source) in &config.sources {
             let r = SourceRules::new(&source.enrich)

@@ -121,6 +121,43 @@ impl StageTopics {
     }
 }
 
+/// The stage's topics and group as configured, without I/O: for the
+/// stages themselves and for tools that observe them (`firstmile status`).
+/// `None` for an unknown stage name.
+pub fn stage_topics(config: &Config, name: &str) -> Option<StageTopics> {
+    match name {
+        "parse" => {
+            let inputs: BTreeSet<String> = config
+                .sources
+                .keys()
+                .filter_map(|source| config.raw_topic(source))
+                .collect();
+            let inputs = inputs.into_iter().collect();
+            Some(StageTopics::new(
+                "parse",
+                &config.stages.parse,
+                inputs,
+                "parsed",
+            ))
+        }
+        "enrich" => {
+            let stage = &config.stages.enrich;
+            let inputs = if stage.input.is_empty() {
+                vec![config
+                    .stages
+                    .parse
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| "parsed".into())]
+            } else {
+                stage.input.clone()
+            };
+            Some(StageTopics::new("enrich", stage, inputs, "events"))
+        }
+        _ => None,
+    }
+}
+
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an at-least-once batch may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);

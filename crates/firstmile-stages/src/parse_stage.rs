@@ -36,11 +36,9 @@ impl ParseStep {
                 topic_source.entry(topic).or_insert_with(|| name.clone());
             }
         }
-        let inputs: Vec<String> = topic_source.keys().cloned().collect();
-        if inputs.is_empty() {
-            return Err(StageError::Setup("no sources: nothing to parse".into()));
-        }
-        let topics = StageTopics::new("parse", &config.stages.parse, inputs, "parsed");
+        let topics = crate::stage_topics(config, "parse")
+            .filter(|t| !t.inputs.is_empty())
+            .ok_or_else(|| StageError::Setup("no sources: nothing to parse".into()))?;
         let step = ParseStep {
             parsers,
             topic_source,

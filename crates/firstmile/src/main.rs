@@ -78,6 +78,13 @@ enum Command {
     /// parse and enrich chain into the events topic (exactly once,
     /// resumable); `--dry-run` reports what would change.
     Replay(commands::replay::ReplayArgs),
+    /// The whole pipeline on one screen: per source the rate and volume, per
+    /// stage and sink the lag, rate and dead letters, per target the newest
+    /// row; flags what is stalled or stopped updating, with likely causes.
+    Status(commands::status::StatusArgs),
+    /// Follow a time range's raw records to events, dead letters and both
+    /// sinks; report the counts and the event ids a sink is missing.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
             Command::Produce(args) => commands::produce::run(&settings, args).await,
             Command::Parse(args) => commands::parse::run(&settings, args),
             Command::Replay(args) => commands::replay::run(&settings, args).await,
+            Command::Status(args) => commands::status::run(&settings, args).await,
+            Command::Audit(args) => commands::audit::run(&settings, args).await,
         }
     });
     match result {

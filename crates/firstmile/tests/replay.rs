@@ -5,226 +5,22 @@
 //! leaves both sinks with exactly one corrected row/document per raw record,
 //! while a live producer keeps sending.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use firstmile_testkit::{
-    brokers, create_topics, delete_topics, elasticsearch_url, migrated_schema, postgres_url,
-    read_committed, registry_url, unique, watermarks, written,
+    brokers, create_topics, delete_topics, read_committed, registry_url, unique, watermarks,
+    written,
 };
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::message::Message;
 
-// A worker process, SIGKILLed when dropped so a failing test leaves none.
-use firstmile_testkit::KillOnDrop as Worker;
-
-struct Scenario {
-    source: String,
-    raw: String,
-    parsed: String,
-    events: String,
-    dlq: String,
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    schema: String,
-    es_url: String,
-    prefix: String,
-}
-
-impl Scenario {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_firstmile"));
-        c.current_dir(self.dir.path())
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn");
-        c
-    }
-
-    fn spawn(&self, args: &[&str]) -> Worker {
-        Worker(
-            self.command(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// The four workers of the pipeline.
-    fn pipeline(&self) -> Vec<Worker> {
-        vec![
-            self.spawn(&["process", "--stage", "parse"]),
-            self.spawn(&["process", "--stage", "enrich"]),
-            self.spawn(&["sink", "timescale"]),
-            self.spawn(&["sink", "elasticsearch"]),
-        ]
-    }
-
-    fn configure(&self, timezone: Option<&str>, version: &str) {
-        let tz = timezone
-            .map(|t| format!("timezone = \"{t}\"\n"))
-            .unwrap_or_default();
-        let group = |name: &str| format!("{}-{name}", self.raw);
-        std::fs::write(
-            self.dir.path().join("firstmile.toml"),
-            format!(
-                "[kafka]\nbrokers = \"{}\"\n[schema_registry]\nurl = \"{}\"\n\
-                 [sources.{}]\ntopic = \"{}\"\n[sources.{}.parse]\nformat = \"syslog\"\n{tz}\
-                 [stages]\npipeline_version = \"{version}\"\n\
-                 [stages.parse]\noutput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
-                 [stages.enrich]\ninput = [\"{}\"]\noutput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
-                 [sinks.timescale]\ninput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
-                 [sinks.elasticsearch]\ninput = \"{}\"\ndlq = \"{}\"\ngroup = \"{}\"\nbatch_ms = 200\n\
-                 [metrics]\nlisten = \"\"\n",
-                brokers(),
-                registry_url(),
-                self.source,
-                self.raw,
-                self.source,
-                self.parsed,
-                self.dlq,
-                group("parse"),
-                self.parsed,
-                self.events,
-                self.dlq,
-                group("enrich"),
-                self.events,
-                self.dlq,
-                group("timescale"),
-                self.events,
-                self.dlq,
-                group("elasticsearch"),
-            ),
-        )
-        .unwrap();
-    }
-
-    async fn db(&self) -> tokio_postgres::Client {
-        let db = firstmile_config::Database {
-            url: self.env[0].1.clone(),
-            schema: self.schema.clone(),
-            ..Default::default()
-        };
-        firstmile_db::connect(&db).await.unwrap()
-    }
-
-    /// event_id → (@timestamp as epoch ms, pipeline_version), with a check
-    /// that no raw record has two rows.
-    async fn rows(&self) -> BTreeMap<String, (i64, String)> {
-        let client = self.db().await;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT event_id::text, (extract(epoch FROM ts) * 1000)::bigint, pipeline_version, \
-                     raw_partition, raw_offset FROM {}.events",
-                    self.schema
-                ),
-                &[],
-            )
-            .await
-            .unwrap();
-        let mut origins = BTreeSet::new();
-        let mut out = BTreeMap::new();
-        for r in rows {
-            let origin: (i32, i64) = (r.get(3), r.get(4));
-            assert!(origins.insert(origin), "two rows for raw record {origin:?}");
-            out.insert(r.get(0), (r.get(1), r.get(2)));
-        }
-        out
-    }
-
-    async fn es(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let http = reqwest::Client::new();
-        let _ = http
-            .post(format!("{}/{}/_refresh", self.es_url, self.prefix))
-            .send()
-            .await;
-        match http
-            .post(format!("{}/{}/{path}", self.es_url, self.prefix))
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
-        }
-    }
-
-    async fn es_count(&self, query: serde_json::Value) -> i64 {
-        self.es("_count", serde_json::json!({ "query": query }))
-            .await["count"]
-            .as_i64()
-            .unwrap_or(-1)
-    }
-
-    /// Waits until both sinks hold `n` events.
-    async fn sinks_hold(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            let rows = self.rows().await.len();
-            let docs = self.es_count(serde_json::json!({"match_all": {}})).await;
-            if rows == n && docs == n as i64 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sinks hold {rows} rows and {docs} documents, not {n}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    fn replay(&self, args: &[&str]) -> Output {
-        let mut all = vec!["replay", "--source", &self.source];
-        all.extend_from_slice(args);
-        self.command(&all).output().unwrap()
-    }
-}
-
-fn corpus() -> Vec<Vec<u8>> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/loghub/Linux/Linux_2k.log"),
-    )
-    .unwrap()
-    .split(|&b| b == b'\n')
-    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
-    .filter(|l| !l.is_empty())
-    .collect()
-}
-
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "5")
-        .create()
-        .unwrap()
-}
-
-async fn send(producer: &FutureProducer, topic: &str, source: &str, key: &str, value: &[u8]) {
-    let headers = OwnedHeaders::new().insert(Header {
-        key: "firstmile.source",
-        value: Some(source),
-    });
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(value)
-                .headers(headers),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-}
+mod common;
+use common::{corpus, producer, send, Scenario};
 
 /// Per raw record (partition, offset) of `topic`: how many committed events
 /// in `events` carry `version`.
@@ -261,38 +57,16 @@ const BAD_EVERY: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
-    let source = format!("linux{}", std::process::id());
-    let (raw, parsed, events, dlq) = (
-        unique("raw.linux"),
-        unique("parsed"),
-        unique("events"),
-        unique("dlq"),
+    let s = Scenario::create("replay").await;
+    let (source, raw, events, dlq, schema, es_url, prefix) = (
+        s.source.clone(),
+        s.raw.clone(),
+        s.events.clone(),
+        s.dlq.clone(),
+        s.schema.clone(),
+        s.es_url.clone(),
+        s.prefix.clone(),
     );
-    create_topics(&[&raw, &parsed, &events, &dlq], 3).await;
-    let db_url = postgres_url();
-    let (_, schema) = migrated_schema(&db_url, "replay").await;
-    let es_url = elasticsearch_url();
-    let prefix = unique("replay").replace('.', "-").to_lowercase();
-    let s = Scenario {
-        source: source.clone(),
-        raw: raw.clone(),
-        parsed,
-        events: events.clone(),
-        dlq: dlq.clone(),
-        dir: tempfile::tempdir().unwrap(),
-        env: vec![
-            ("FIRSTMILE_DATABASE__URL".into(), db_url.clone()),
-            ("FIRSTMILE_DATABASE__SCHEMA".into(), schema.clone()),
-            ("FIRSTMILE_ELASTICSEARCH__URL".into(), es_url.clone()),
-            (
-                "FIRSTMILE_ELASTICSEARCH__INDEX_PREFIX".into(),
-                prefix.clone(),
-            ),
-        ],
-        schema: schema.clone(),
-        es_url: es_url.clone(),
-        prefix: prefix.clone(),
-    };
 
     // 1. The corpus, parsed with the wrong time zone (Tokyo instead of UTC).
     let lines = corpus();

@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod check;
 pub mod ingest;
 pub mod migrate;
@@ -7,6 +8,7 @@ pub mod produce;
 pub mod replay;
 pub mod schemas;
 pub mod sink;
+pub mod status;
 pub mod topics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,4 +88,63 @@ fn worker_readiness(
         }
         .boxed()
     }))
+}
+
+/// RFC 3339, or a span ago (`90m`, `6h`, `2d`; a day is 24 hours).
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    use jiff::Timestamp;
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let span: jiff::Span = text.parse().map_err(|_| {
+        format!("`{text}` is neither an RFC 3339 time (2026-11-23T08:00:00Z) nor a time ago (90m, 6h, 2d)")
+    })?;
+    let ago = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    Timestamp::now()
+        .checked_sub(ago)
+        .map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// A length of time: `30s`, `5m`, `2h` (a day is 24 hours).
+pub fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a length of time (30s, 5m, 2h)"))?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+
+    #[test]
+    fn times_are_rfc3339_or_a_span_ago() {
+        assert_eq!(
+            parse_time("2026-11-23T08:00:00Z").unwrap(),
+            "2026-11-23T08:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        for (text, seconds) in [("90m", 5400), ("6h", 21_600), ("2d", 172_800)] {
+            let ago = Timestamp::now().as_second() - parse_time(text).unwrap().as_second();
+            assert!((ago - seconds).abs() <= 1, "{text}: {ago}");
+        }
+        let e = parse_time("yesterday").unwrap_err();
+        assert!(e.contains("neither an RFC 3339 time"), "{e}");
+    }
+
+    #[test]
+    fn spans_are_lengths_of_time() {
+        assert_eq!(parse_span("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_span("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_span("1d").unwrap().as_secs(), 86_400);
+        assert!(parse_span("-5m").unwrap_err().contains("negative"));
+        assert!(parse_span("soon")
+            .unwrap_err()
+            .contains("not a length of time"));
+    }
 }

@@ -16,6 +16,7 @@ use firstmile_stages::Chain;
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 
+use super::parse_time;
 use crate::settings::Settings;
 
 #[derive(Args)]
@@ -49,22 +50,6 @@ pub struct ReplayArgs {
     /// Records per transaction, at most.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     batch_records: u64,
-}
-
-/// RFC 3339, or a span ago (`90m`, `6h`, `2d`; a day is 24 hours).
-fn parse_time(text: &str) -> Result<Timestamp, String> {
-    if let Ok(t) = text.parse::<Timestamp>() {
-        return Ok(t);
-    }
-    let span: jiff::Span = text.parse().map_err(|_| {
-        format!("`{text}` is neither an RFC 3339 time (2026-11-23T08:00:00Z) nor a time ago (90m, 6h, 2d)")
-    })?;
-    let ago = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("`{text}`: {e}"))?;
-    Timestamp::now()
-        .checked_sub(ago)
-        .map_err(|e| format!("`{text}`: {e}"))
 }
 
 pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
@@ -347,24 +332,5 @@ fn shown(value: Option<&str>) -> String {
             format!("{:?}…", v.chars().take(80).collect::<String>())
         }
         Some(v) => format!("{v:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc3339_or_a_span_ago() {
-        assert_eq!(
-            parse_time("2026-11-23T08:00:00Z").unwrap(),
-            "2026-11-23T08:00:00Z".parse::<Timestamp>().unwrap()
-        );
-        for (text, seconds) in [("90m", 5400), ("6h", 21_600), ("2d", 172_800)] {
-            let ago = Timestamp::now().as_second() - parse_time(text).unwrap().as_second();
-            assert!((ago - seconds).abs() <= 1, "{text}: {ago}");
-        }
-        let e = parse_time("yesterday").unwrap_err();
-        assert!(e.contains("neither an RFC 3339 time"), "{e}");
     }
 }

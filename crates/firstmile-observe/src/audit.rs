@@ -1,0 +1,421 @@
+//! `firstmile audit --from --to`: were all rows captured? For each source,
+//! the raw records received in the range are followed record by record:
+//! their `event_id`s (from the raw coordinates) are looked for in `events`
+//! and `dlq`, and the events found are looked for in TimescaleDB and
+//! Elasticsearch. Counts per stage, and the first few ids a sink misses.
+//!
+//! Memory: one id per raw record of the range (about 50 bytes each); audit
+//! a busy source over hours, not months.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+use firstmile_config::Config;
+use firstmile_kafka::dlq::names as dlq_headers;
+use firstmile_kafka::header_str;
+use firstmile_replay::range::PartitionRange;
+use firstmile_replay::reader::Reader;
+use firstmile_sink::EventDecoder;
+use jiff::Timestamp;
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::kafka::consumer;
+use crate::{targets, ObserveError};
+
+/// Ids listed per sink when it misses some.
+pub const MISSING_SHOWN: usize = 10;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub sources: Vec<SourceAudit>,
+}
+
+impl AuditReport {
+    /// Whether every raw record is accounted for and both sinks hold every event.
+    pub fn complete(&self) -> bool {
+        self.sources.iter().all(|s| {
+            s.unaccounted == 0
+                && s.sinks
+                    .iter()
+                    .all(|k| k.error.is_none() && k.missing_count == 0)
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceAudit {
+    pub source: String,
+    pub topic: String,
+    /// The raw records received in the range.
+    pub raw: u64,
+    /// Of those, the ones with an event in `events`.
+    pub events: u64,
+    /// Of those, the ones with a dead letter (and no event).
+    pub dlq: u64,
+    /// Neither event nor dead letter: dropped by a rule, or lost.
+    pub unaccounted: u64,
+    /// The first unaccounted records, as `topic:partition:offset`.
+    pub unaccounted_records: Vec<String>,
+    pub sinks: Vec<SinkAudit>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkAudit {
+    /// `timescale`, `elasticsearch`.
+    pub sink: String,
+    /// Events of the range the sink holds.
+    pub present: u64,
+    pub missing_count: u64,
+    /// The first [`MISSING_SHOWN`] missing `event_id`s, in order.
+    pub missing: Vec<Uuid>,
+    pub error: Option<String>,
+}
+
+/// A source's raw records in the range: event id → (partition, offset).
+type RawIds = HashMap<Uuid, (i32, i64)>;
+
+/// Audits `sources` (every configured source when empty) over `[from, to)`.
+pub async fn audit(
+    config: &Config,
+    from: Timestamp,
+    to: Timestamp,
+    sources: &[String],
+) -> Result<AuditReport, ObserveError> {
+    let names: Vec<String> = if sources.is_empty() {
+        config.sources.keys().cloned().collect()
+    } else {
+        for s in sources {
+            if !config.sources.contains_key(s) {
+                return Err(ObserveError::Setup(format!(
+                    "source `{s}` is not configured (known: {})",
+                    config
+                        .sources
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        sources.to_vec()
+    };
+    let mut expected: BTreeMap<String, (String, RawIds)> = BTreeMap::new();
+    let c = consumer(&config.kafka, None)?;
+    for name in &names {
+        let Some(topic) = config.raw_topic(name) else {
+            continue;
+        };
+        let plan = tokio::task::block_in_place(|| {
+            firstmile_replay::range::by_time(&c, name, &topic, from, Some(to))
+        })?;
+        let mut ids = HashMap::new();
+        read(&c, &topic, &plan.ranges, |batch| {
+            for m in batch {
+                let id = firstmile_event::event_id(m.topic(), m.partition(), m.offset());
+                ids.insert(id, (m.partition(), m.offset()));
+            }
+        })
+        .await?;
+        expected.insert(name.clone(), (topic, ids));
+    }
+    let all: HashMap<Uuid, &str> = expected
+        .iter()
+        .flat_map(|(name, (_, ids))| ids.keys().map(move |id| (*id, name.as_str())))
+        .collect();
+
+    let mut decoder = EventDecoder::new(&config.schema_registry)
+        .map_err(|e| ObserveError::Setup(e.to_string()))?;
+    let events_topic = config.stages.enrich.output.as_deref().unwrap_or("events");
+    let mut with_event: HashSet<Uuid> = HashSet::new();
+    scan_since(&c, events_topic, from, &mut decoder, |m, decoded| {
+        if let Some(id) = decoded.map(|e| e.event_id) {
+            if all.contains_key(&id) {
+                with_event.insert(id);
+            }
+        }
+        let _ = m;
+    })
+    .await?;
+    let mut with_dead_letter: HashSet<Uuid> = HashSet::new();
+    scan_since(
+        &c,
+        &config.stages.parse.dlq,
+        from,
+        &mut decoder,
+        |m, decoded| {
+            if let Some(id) = dead_letter_id(m, decoded.map(|e| e.event_id)) {
+                if all.contains_key(&id) {
+                    with_dead_letter.insert(id);
+                }
+            }
+        },
+    )
+    .await?;
+
+    let mut report = AuditReport {
+        from,
+        to,
+        sources: Vec::new(),
+    };
+    for (name, (topic, ids)) in &expected {
+        let mut events: Vec<Uuid> = ids
+            .keys()
+            .filter(|id| with_event.contains(id))
+            .copied()
+            .collect();
+        events.sort_unstable();
+        let dlq = ids
+            .keys()
+            .filter(|id| !with_event.contains(id) && with_dead_letter.contains(id))
+            .count() as u64;
+        let mut unaccounted: Vec<(i32, i64)> = ids
+            .iter()
+            .filter(|(id, _)| !with_event.contains(id) && !with_dead_letter.contains(id))
+            .map(|(_, at)| *at)
+            .collect();
+        unaccounted.sort_unstable();
+        let (ts, es) = tokio::join!(
+            targets::timescale_present(config, &events),
+            targets::elasticsearch_present(config, &events)
+        );
+        report.sources.push(SourceAudit {
+            source: name.clone(),
+            topic: topic.clone(),
+            raw: ids.len() as u64,
+            events: events.len() as u64,
+            dlq,
+            unaccounted: unaccounted.len() as u64,
+            unaccounted_records: unaccounted
+                .iter()
+                .take(MISSING_SHOWN)
+                .map(|(p, o)| format!("{topic}:{p}:{o}"))
+                .collect(),
+            sinks: vec![
+                sink_audit("timescale", &events, ts),
+                sink_audit("elasticsearch", &events, es),
+            ],
+        });
+    }
+    Ok(report)
+}
+
+/// Compares the events a sink should hold with what it holds. Pure.
+pub fn sink_audit(
+    sink: &str,
+    events: &[Uuid],
+    present: Result<HashSet<Uuid>, String>,
+) -> SinkAudit {
+    match present {
+        Ok(present) => {
+            let missing: Vec<Uuid> = events
+                .iter()
+                .filter(|id| !present.contains(id))
+                .copied()
+                .collect();
+            SinkAudit {
+                sink: sink.into(),
+                present: (events.len() - missing.len()) as u64,
+                missing_count: missing.len() as u64,
+                missing: missing.into_iter().take(MISSING_SHOWN).collect(),
+                error: None,
+            }
+        }
+        Err(e) => SinkAudit {
+            sink: sink.into(),
+            present: 0,
+            missing_count: 0,
+            missing: Vec::new(),
+            error: Some(e),
+        },
+    }
+}
+
+/// The raw record a dead letter stands for: the event it carries (the
+/// enrich stage and the sinks give up on events), else its coordinates (the
+/// parse stage gives up on the raw record itself).
+fn dead_letter_id(m: &OwnedMessage, carried: Option<Uuid>) -> Option<Uuid> {
+    if carried.is_some() {
+        return carried;
+    }
+    let topic = header_str(m, dlq_headers::TOPIC)?;
+    let partition = header_str(m, dlq_headers::PARTITION)?.parse().ok()?;
+    let offset = header_str(m, dlq_headers::OFFSET)?.parse().ok()?;
+    Some(firstmile_event::event_id(topic, partition, offset))
+}
+
+/// Reads ranges of `topic` batch by batch.
+async fn read(
+    c: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    ranges: &[PartitionRange],
+    mut each: impl FnMut(&[OwnedMessage]),
+) -> Result<(), ObserveError> {
+    let mut reader = Reader::start(c, topic, ranges)?;
+    while !reader.all_done() {
+        let batch = tokio::task::block_in_place(|| reader.read_batch(10_000))?;
+        each(&batch);
+    }
+    Ok(())
+}
+
+/// Reads `topic` from `since` to its current end, decoding what is Avro.
+async fn scan_since(
+    c: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    since: Timestamp,
+    decoder: &mut EventDecoder,
+    mut each: impl FnMut(&OwnedMessage, Option<&firstmile_event::Event>),
+) -> Result<(), ObserveError> {
+    let ranges = tokio::task::block_in_place(|| firstmile_replay::range::since(c, topic, since))?;
+    let mut reader = Reader::start(c, topic, &ranges)?;
+    let stop = AtomicBool::new(false);
+    while !reader.all_done() {
+        let batch = tokio::task::block_in_place(|| reader.read_batch(10_000))?;
+        // Dead letters of the parse stage are raw bytes, not Avro: they
+        // simply decode to nothing.
+        let framed: Vec<OwnedMessage> = batch
+            .iter()
+            .filter(|m| m.payload().is_some_and(|p| p.first() == Some(&0)))
+            .cloned()
+            .collect();
+        if !framed.is_empty() && !decoder.prepare(&framed, &stop).await {
+            return Err(ObserveError::Setup("schema registry unavailable".into()));
+        }
+        for m in &batch {
+            let event = decoder.decode(m).ok();
+            each(m, event.as_ref());
+        }
+    }
+    Ok(())
+}
+
+/// The report for a terminal.
+pub fn render(report: &AuditReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "audit of records received from {} to {}",
+        report.from, report.to
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:>9} {:>9} {:>7} {:>12} {:>10} {:>14}",
+        "SOURCE", "RAW", "EVENTS", "DLQ", "UNACCOUNTED", "TIMESCALE", "ELASTICSEARCH"
+    );
+    for s in &report.sources {
+        let held = |name: &str| {
+            s.sinks
+                .iter()
+                .find(|k| k.sink == name)
+                .map_or("-".to_string(), |k| match &k.error {
+                    Some(_) => "error".into(),
+                    None => k.present.to_string(),
+                })
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>9} {:>7} {:>12} {:>10} {:>14}",
+            s.source,
+            s.raw,
+            s.events,
+            s.dlq,
+            s.unaccounted,
+            held("timescale"),
+            held("elasticsearch")
+        );
+    }
+    for s in &report.sources {
+        if s.unaccounted > 0 {
+            let _ = writeln!(
+                out,
+                "\n{}: {} raw record(s) with neither event nor dead letter (dropped by a rule, or lost), first: {}",
+                s.source,
+                s.unaccounted,
+                s.unaccounted_records.join(" ")
+            );
+        }
+        for k in &s.sinks {
+            if let Some(e) = &k.error {
+                let _ = writeln!(out, "\n{}: {} could not be checked: {e}", s.source, k.sink);
+            } else if k.missing_count > 0 {
+                let ids: Vec<String> = k.missing.iter().map(Uuid::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "\n{}: {} missing {} event(s), first: {}",
+                    s.source,
+                    k.sink,
+                    k.missing_count,
+                    ids.join(" ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if report.complete() {
+            "complete: every raw record accounted for, both sinks hold every event"
+        } else {
+            "incomplete"
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_misses_what_it_does_not_hold_first_few_listed() {
+        let events: Vec<Uuid> = (0..20u128).map(Uuid::from_u128).collect();
+        let present: HashSet<Uuid> = events.iter().skip(8).copied().collect();
+        let a = sink_audit("timescale", &events, Ok(present));
+        assert_eq!(a.present, 12);
+        assert_eq!(a.missing_count, 8);
+        assert_eq!(a.missing, events[..8].to_vec());
+
+        let all: HashSet<Uuid> = events.iter().copied().collect();
+        let a = sink_audit("elasticsearch", &events, Ok(all));
+        assert_eq!((a.present, a.missing_count), (20, 0));
+
+        let a = sink_audit("timescale", &events, Err("database: refused".into()));
+        assert_eq!(a.error.as_deref(), Some("database: refused"));
+    }
+
+    #[test]
+    fn an_incomplete_report_says_so() {
+        let source = |unaccounted, missing_count| SourceAudit {
+            source: "linux".into(),
+            topic: "raw.linux".into(),
+            raw: 10,
+            events: 10,
+            dlq: 0,
+            unaccounted,
+            unaccounted_records: Vec::new(),
+            sinks: vec![SinkAudit {
+                sink: "timescale".into(),
+                present: 10 - missing_count,
+                missing_count,
+                missing: Vec::new(),
+                error: None,
+            }],
+        };
+        let report = |s| AuditReport {
+            from: Timestamp::UNIX_EPOCH,
+            to: Timestamp::UNIX_EPOCH,
+            sources: vec![s],
+        };
+        assert!(report(source(0, 0)).complete());
+        assert!(!report(source(1, 0)).complete());
+        let r = report(source(0, 2));
+        assert!(!r.complete());
+        assert!(render(&r).contains("timescale missing 2 event(s)"));
+    }
+}

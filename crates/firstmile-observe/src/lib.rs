@@ -1,0 +1,32 @@
+//! The pipeline observed from outside its workers: `firstmile status` (one
+//! screen: sources, stage and sink groups, sink targets, the roles' own
+//! metrics, with "stalled" and "stopped updating" flags and their likely
+//! causes) and `firstmile audit` (a time range followed from the raw topics
+//! to both sinks, record by record).
+//!
+//! Everything is read: group offsets, watermarks and records from Kafka,
+//! the newest rows and documents from the targets, `/metrics` from the
+//! roles. Nothing is written anywhere.
+
+pub mod audit;
+mod kafka;
+pub mod prom;
+pub mod status;
+mod targets;
+
+pub use audit::{audit, AuditReport};
+pub use status::{collect, Options, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    #[error("{0}")]
+    Replay(#[from] firstmile_replay::ReplayError),
+    #[error("{0}")]
+    Target(String),
+    #[error("{0}")]
+    Setup(String),
+}

@@ -1,0 +1,920 @@
+//! `firstmile status`: one snapshot of the whole pipeline, taken from
+//! Kafka, the sinks' targets and (optionally) the roles' `/metrics`, and
+//! judged: which worker group is stalled, which target stopped updating,
+//! and what it can see as the likely cause.
+//!
+//! Group offsets are sampled twice, `sample` apart: a group is stalled
+//! when it has lag and its committed offsets did not move in between.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use firstmile_config::Config;
+use firstmile_kafka::dlq::names as dlq_headers;
+use firstmile_kafka::header_str;
+use firstmile_sink::SinkTopics;
+use jiff::{SignedDuration, Timestamp};
+use rdkafka::Message;
+use serde::Serialize;
+
+use crate::kafka::{self, consumer};
+use crate::targets::{self, Freshness};
+use crate::{prom, ObserveError};
+
+/// Dead letters read per status (the count says so when there were more).
+const DLQ_SCAN_LIMIT: u64 = 100_000;
+/// Records read from the end of each raw partition to estimate sizes.
+const TAIL_PER_PARTITION: i64 = 20;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rates, dead-letter counts and recent rows are over this window.
+    pub window: Duration,
+    /// A target whose newest row is older than this has stopped updating.
+    pub stale_after: Duration,
+    /// Time between the two samples of group offsets.
+    pub sample: Duration,
+    /// Base URLs of the roles' metrics endpoints (`http://host:9464`).
+    pub metrics: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            window: Duration::from_secs(300),
+            stale_after: Duration::from_secs(300),
+            sample: Duration::from_secs(5),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub taken_at: Timestamp,
+    pub window_seconds: f64,
+    pub stale_after_seconds: f64,
+    pub sources: Vec<SourceStatus>,
+    pub workers: Vec<WorkerStatus>,
+    pub targets: Vec<TargetStatus>,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+impl Status {
+    /// Flags raised: stalled workers and targets that stopped updating.
+    pub fn problems(&self) -> usize {
+        self.workers.iter().filter(|w| w.stalled).count()
+            + self.targets.iter().filter(|t| t.stopped_updating).count()
+    }
+
+    pub fn worker(&self, name: &str) -> Option<&WorkerStatus> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetStatus> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub topic: String,
+    /// Records received per second over the window.
+    pub records_per_second: f64,
+    pub records_24h: u64,
+    /// `records_24h` times the mean size of the newest records.
+    pub bytes_24h: u64,
+    pub newest: Option<Timestamp>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerStatus {
+    /// `parse`, `enrich`, `sink:timescale`, `sink:elasticsearch`: as dead
+    /// letters name them.
+    pub name: String,
+    pub group: String,
+    pub inputs: Vec<String>,
+    pub state: String,
+    pub members: usize,
+    /// Records after the committed offsets, at the first and second sample.
+    pub lag_before: i64,
+    pub lag: i64,
+    /// Committed records per second between the samples.
+    pub records_per_second: f64,
+    /// Dead letters this worker wrote in the window, by error kind.
+    pub dlq: BTreeMap<String, u64>,
+    pub stalled: bool,
+    pub causes: Vec<String>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    committed_moved: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetStatus {
+    /// `timescale`, `elasticsearch`.
+    pub name: String,
+    pub reachable: bool,
+    pub newest: Option<Timestamp>,
+    /// Rows or documents received within the window.
+    pub recent: u64,
+    pub stopped_updating: bool,
+    pub causes: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EndpointStatus {
+    pub url: String,
+    pub up: bool,
+    pub ready: bool,
+    pub ready_answer: String,
+    pub components: Vec<ComponentTotals>,
+    pub error: Option<String>,
+}
+
+/// One component's counters since its role started.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ComponentTotals {
+    pub kind: String,
+    pub id: String,
+    pub received: u64,
+    pub sent: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub discarded: BTreeMap<String, u64>,
+}
+
+/// Takes a snapshot and judges it.
+pub async fn collect(config: &Config, options: &Options) -> Result<Status, ObserveError> {
+    let taken_at = Timestamp::now();
+    let workers = workers(config);
+    let first = sample_groups(config, &workers).await?;
+    let since = taken_at - signed(options.window);
+    let (sources, dlq, targets, endpoints) = tokio::join!(
+        blocking({
+            let config = config.clone();
+            move || sources(&config, taken_at, since)
+        }),
+        blocking({
+            let config = config.clone();
+            move || dead_letters(&config, since)
+        }),
+        targets(config, since),
+        endpoints(&options.metrics),
+    );
+    let elapsed = Timestamp::now().duration_since(taken_at);
+    if let Some(rest) = signed(options.sample).checked_sub(elapsed) {
+        if rest.is_positive() {
+            tokio::time::sleep(rest.unsigned_abs()).await;
+        }
+    }
+    let second = sample_groups(config, &workers).await?;
+    let seconds = Timestamp::now()
+        .duration_since(taken_at)
+        .as_secs_f64()
+        .max(0.001);
+    let dlq = dlq?;
+    let workers = workers
+        .into_iter()
+        .zip(first.into_iter().zip(second))
+        .map(|((name, group, inputs), (a, b))| {
+            let mut w = WorkerStatus {
+                name,
+                group,
+                inputs,
+                ..WorkerStatus::default()
+            };
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    w.lag_before = a.lag;
+                    w.lag = b.lag;
+                    w.committed_moved = b.committed != a.committed;
+                    w.records_per_second = (b.committed - a.committed).max(0) as f64 / seconds;
+                    w.state = b.state;
+                    w.members = b.members;
+                }
+                (Err(e), _) | (_, Err(e)) => w.error = Some(e.to_string()),
+            }
+            w.dlq = dlq.get(&w.name).cloned().unwrap_or_default();
+            w
+        })
+        .collect();
+    let mut status = Status {
+        taken_at,
+        window_seconds: options.window.as_secs_f64(),
+        stale_after_seconds: options.stale_after.as_secs_f64(),
+        sources: sources?,
+        workers,
+        targets,
+        endpoints,
+    };
+    judge(&mut status, options.stale_after);
+    Ok(status)
+}
+
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObserveError> + Send + 'static,
+) -> Result<T, ObserveError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ObserveError::Setup(format!("status reader: {e}")))?
+}
+
+/// The worker groups as configured: name, group, input topics.
+fn workers(config: &Config) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for stage in ["parse", "enrich"] {
+        if let Some(t) = firstmile_stages::stage_topics(config, stage) {
+            out.push((stage.to_string(), t.group, t.inputs));
+        }
+    }
+    let events = config.stages.enrich.output.as_deref().unwrap_or("events");
+    for (name, settings) in [
+        ("timescale", &config.sinks.timescale),
+        ("elasticsearch", &config.sinks.elasticsearch),
+    ] {
+        let t = SinkTopics::new(name, settings, events);
+        out.push((format!("sink:{name}"), t.group, vec![t.input]));
+    }
+    out
+}
+
+/// One sample of a group: its lag, the sum of its committed offsets (to
+/// see whether it moves), its state and members.
+struct GroupSample {
+    lag: i64,
+    committed: i64,
+    state: String,
+    members: usize,
+}
+
+async fn sample_groups(
+    config: &Config,
+    workers: &[(String, String, Vec<String>)],
+) -> Result<Vec<Result<GroupSample, ObserveError>>, ObserveError> {
+    let kafka = config.kafka.clone();
+    let groups: Vec<(String, Vec<String>)> = workers
+        .iter()
+        .map(|(_, g, inputs)| (g.clone(), inputs.clone()))
+        .collect();
+    blocking(move || {
+        Ok(groups
+            .iter()
+            .map(|(group, inputs)| sample_group(&kafka, group, inputs))
+            .collect())
+    })
+    .await
+}
+
+fn sample_group(
+    kafka: &firstmile_config::Kafka,
+    group: &str,
+    inputs: &[String],
+) -> Result<GroupSample, ObserveError> {
+    let c = consumer(kafka, Some(group))?;
+    let (state, members) = kafka::group_members(&c, group)?;
+    let mut sample = GroupSample {
+        lag: 0,
+        committed: 0,
+        state,
+        members,
+    };
+    for topic in inputs {
+        let marks = kafka::watermarks(&c, topic)?;
+        let committed = kafka::committed(&c, topic, marks.keys().copied())?;
+        let mut behind = BTreeMap::new();
+        for (p, (low, high)) in &marks {
+            let position = committed
+                .get(p)
+                .copied()
+                .flatten()
+                .unwrap_or(*low)
+                .max(*low);
+            sample.committed += position;
+            if high > &position {
+                behind.insert(*p, (position, high - position));
+            }
+        }
+        // A group that read everything can still be behind the high
+        // watermark by the transaction markers after its last record.
+        let positions = behind.iter().map(|(p, (pos, _))| (*p, *pos)).collect();
+        let caught_up = kafka::caught_up(kafka, topic, &positions)?;
+        sample.lag += behind
+            .iter()
+            .filter(|(p, _)| !caught_up.contains(p))
+            .map(|(_, (_, lag))| lag)
+            .sum::<i64>();
+    }
+    Ok(sample)
+}
+
+fn sources(
+    config: &Config,
+    now: Timestamp,
+    since: Timestamp,
+) -> Result<Vec<SourceStatus>, ObserveError> {
+    let c = consumer(&config.kafka, None)?;
+    let window = now.duration_since(since).as_secs_f64().max(0.001);
+    let mut out = Vec::new();
+    for name in config.sources.keys() {
+        let Some(topic) = config.raw_topic(name) else {
+            continue;
+        };
+        let mut s = SourceStatus {
+            name: name.clone(),
+            topic: topic.clone(),
+            ..SourceStatus::default()
+        };
+        if let Err(e) = source(&c, &mut s, now, since, window) {
+            s.error = Some(e.to_string());
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn source(
+    c: &rdkafka::consumer::BaseConsumer,
+    s: &mut SourceStatus,
+    now: Timestamp,
+    since: Timestamp,
+    window: f64,
+) -> Result<(), ObserveError> {
+    let marks = kafka::watermarks(c, &s.topic)?;
+    s.records_per_second = kafka::records_since(c, &s.topic, &marks, since)? as f64 / window;
+    s.records_24h =
+        kafka::records_since(c, &s.topic, &marks, now - SignedDuration::from_hours(24))?;
+    let tail = kafka::tail(c, &s.topic, &marks, TAIL_PER_PARTITION)?;
+    if !tail.is_empty() {
+        let bytes: usize = tail
+            .iter()
+            .map(|m| m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len))
+            .sum();
+        s.bytes_24h = (bytes as f64 / tail.len() as f64 * s.records_24h as f64) as u64;
+    }
+    s.newest = tail
+        .iter()
+        .filter_map(|m| m.timestamp().to_millis())
+        .max()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    Ok(())
+}
+
+/// Dead letters since `since`, per stage (`firstmile.dlq.stage`) and kind.
+fn dead_letters(
+    config: &Config,
+    since: Timestamp,
+) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ObserveError> {
+    let c = consumer(&config.kafka, None)?;
+    let topic = &config.stages.parse.dlq;
+    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let ranges = firstmile_replay::range::since(&c, topic, since)?;
+    let complete = kafka::read_from(&c, topic, &ranges, DLQ_SCAN_LIMIT, |m| {
+        let stage = header_str(m, dlq_headers::STAGE).unwrap_or("unknown");
+        let kind = header_str(m, dlq_headers::ERROR_KIND).unwrap_or("unknown");
+        *counts
+            .entry(stage.to_string())
+            .or_default()
+            .entry(kind.to_string())
+            .or_default() += 1;
+    })?;
+    if !complete {
+        tracing::warn!(
+            limit = DLQ_SCAN_LIMIT,
+            "more dead letters in the window than status reads; counts are partial"
+        );
+    }
+    Ok(counts)
+}
+
+async fn targets(config: &Config, since: Timestamp) -> Vec<TargetStatus> {
+    let (ts, es) = tokio::join!(
+        targets::timescale_freshness(config, since),
+        targets::elasticsearch_freshness(config, since)
+    );
+    [("timescale", ts), ("elasticsearch", es)]
+        .into_iter()
+        .map(|(name, answer)| {
+            let (reachable, freshness, error) = match answer {
+                Ok(f) => (true, f, None),
+                Err(e) => (false, Freshness::default(), Some(e)),
+            };
+            TargetStatus {
+                name: name.to_string(),
+                reachable,
+                newest: freshness.newest,
+                recent: freshness.recent,
+                error,
+                ..TargetStatus::default()
+            }
+        })
+        .collect()
+}
+
+async fn endpoints(urls: &[String]) -> Vec<EndpointStatus> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default();
+    futures::future::join_all(urls.iter().map(|url| endpoint(&client, url))).await
+}
+
+async fn endpoint(client: &reqwest::Client, url: &str) -> EndpointStatus {
+    let base = url.trim_end_matches('/');
+    let mut e = EndpointStatus {
+        url: base.to_string(),
+        ..EndpointStatus::default()
+    };
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(answer) => answer.text().await,
+        Err(err) => Err(err),
+    };
+    match text {
+        Ok(text) => {
+            e.up = true;
+            e.components = totals(&prom::parse(&text));
+        }
+        Err(err) => {
+            e.error = Some(err.to_string());
+            return e;
+        }
+    }
+    if let Ok(answer) = client.get(format!("{base}/health/ready")).send().await {
+        e.ready = answer.status().is_success();
+        e.ready_answer = answer.text().await.unwrap_or_default().trim().to_string();
+    }
+    e
+}
+
+/// Sums a role's `firstmile_component_*` counters per component.
+pub fn totals(samples: &[prom::Sample]) -> Vec<ComponentTotals> {
+    let mut by: BTreeMap<(String, String), ComponentTotals> = BTreeMap::new();
+    for s in samples {
+        let field = match s.name.as_str() {
+            "firstmile_component_received_events_total" => 0,
+            "firstmile_component_sent_events_total" => 1,
+            "firstmile_component_errors_total" => 2,
+            "firstmile_component_discarded_events_total" => 3,
+            _ => continue,
+        };
+        let key = (
+            s.label("component_kind").to_string(),
+            s.label("component_id").to_string(),
+        );
+        let t = by.entry(key.clone()).or_insert_with(|| ComponentTotals {
+            kind: key.0,
+            id: key.1,
+            ..ComponentTotals::default()
+        });
+        let n = s.value.max(0.0) as u64;
+        match field {
+            0 => t.received += n,
+            1 => t.sent += n,
+            2 => {
+                *t.errors
+                    .entry(s.label("error_type").to_string())
+                    .or_default() += n
+            }
+            _ => {
+                *t.discarded
+                    .entry(s.label("reason").to_string())
+                    .or_default() += n
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+/// Raises the flags and names the causes it can see. Pure: everything it
+/// judges is in the snapshot.
+pub fn judge(status: &mut Status, stale_after: Duration) {
+    let targets_down: BTreeMap<String, String> = status
+        .targets
+        .iter()
+        .filter(|t| !t.reachable)
+        .map(|t| {
+            (
+                format!("sink:{}", t.name),
+                t.error.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let component_errors = |worker: &str| -> Vec<String> {
+        let (kind, id) = match worker.strip_prefix("sink:") {
+            Some(id) => ("sink", id),
+            None => ("stage", worker),
+        };
+        status
+            .endpoints
+            .iter()
+            .flat_map(|e| &e.components)
+            .filter(|c| c.kind == kind && c.id == id)
+            .flat_map(|c| c.errors.iter().map(|(t, n)| format!("{t} ({n})")))
+            .collect()
+    };
+    for w in &mut status.workers {
+        w.causes.clear();
+        w.stalled = w.error.is_none() && w.lag > 0 && !w.committed_moved;
+        if !w.stalled {
+            continue;
+        }
+        if w.members == 0 {
+            w.causes.push(format!(
+                "group {} has no members: no worker is running",
+                w.group
+            ));
+        }
+        if let Some(why) = targets_down.get(&w.name) {
+            w.causes.push(format!("its target is unreachable: {why}"));
+        }
+        if w.members > 0 && !targets_down.contains_key(&w.name) {
+            let errors = component_errors(&w.name);
+            if errors.is_empty() {
+                w.causes.push(
+                    "its members commit nothing: see their logs and firstmile_component_errors_total"
+                        .into(),
+                );
+            } else {
+                w.causes
+                    .push(format!("its members report errors: {}", errors.join(", ")));
+            }
+        }
+    }
+    let stale = signed(stale_after);
+    let all_quiet = status.sources.iter().all(|s| s.records_per_second == 0.0);
+    let upstream: Vec<(String, i64)> = status
+        .workers
+        .iter()
+        .filter(|w| w.stalled && !w.name.starts_with("sink:"))
+        .map(|w| (w.name.clone(), w.lag))
+        .collect();
+    let dead: BTreeMap<String, u64> = status.workers.iter().flat_map(|w| w.dlq.iter()).fold(
+        BTreeMap::new(),
+        |mut acc, (k, n)| {
+            *acc.entry(k.clone()).or_default() += n;
+            acc
+        },
+    );
+    for t in &mut status.targets {
+        t.causes.clear();
+        t.stopped_updating = match t.newest {
+            Some(newest) => status.taken_at.duration_since(newest) > stale,
+            None => true,
+        };
+        if !t.stopped_updating {
+            continue;
+        }
+        if let Some(e) = &t.error {
+            t.causes.push(format!("unreachable: {e}"));
+        }
+        let sink = format!("sink:{}", t.name);
+        if let Some(w) = status.workers.iter().find(|w| w.name == sink) {
+            if w.stalled {
+                t.causes.push(format!(
+                    "its sink ({}) is stalled with lag {}",
+                    w.group, w.lag
+                ));
+            }
+        }
+        for (stage, lag) in &upstream {
+            t.causes
+                .push(format!("stage {stage} upstream is stalled with lag {lag}"));
+        }
+        if t.recent == 0 && !dead.is_empty() {
+            let kinds: Vec<String> = dead.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+            t.causes.push(format!(
+                "what arrived in the window went to the dead-letter topic: {}",
+                kinds.join(", ")
+            ));
+        }
+        if all_quiet {
+            t.causes
+                .push("no source received anything in the window: nothing new to write".into());
+        }
+    }
+}
+
+/// The snapshot for a terminal.
+pub fn render(status: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let now = status.taken_at;
+    let _ = writeln!(
+        out,
+        "firstmile status at {}: rates over {}, stale after {}",
+        now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        span(status.window_seconds),
+        span(status.stale_after_seconds)
+    );
+    let _ = writeln!(
+        out,
+        "\nSOURCE{:<18} {:>10} {:>12} {:>12}  NEWEST",
+        "", "RECORDS/S", "RECORDS/24H", "BYTES/24H"
+    );
+    for s in &status.sources {
+        let _ = write!(
+            out,
+            "{:<24} {:>10.1} {:>12} {:>12}  {}",
+            s.name,
+            s.records_per_second,
+            s.records_24h,
+            bytes(s.bytes_24h),
+            ago(now, s.newest)
+        );
+        if let Some(e) = &s.error {
+            let _ = write!(out, "  error: {e}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "\nWORKER{:<18} {:>8} {:>10} {:>10} {:>10}  DLQ (WINDOW)",
+        "", "MEMBERS", "LAG", "LAG Δ", "RECORDS/S"
+    );
+    for w in &status.workers {
+        let dlq: Vec<String> = w.dlq.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>10} {:>+10} {:>10.1}  {}",
+            w.name,
+            w.members,
+            w.lag,
+            w.lag - w.lag_before,
+            w.records_per_second,
+            if dlq.is_empty() {
+                "-".into()
+            } else {
+                dlq.join(", ")
+            }
+        );
+        if let Some(e) = &w.error {
+            let _ = writeln!(out, "    error: {e}");
+        }
+        if w.stalled {
+            let growing = if w.lag > w.lag_before {
+                ", lag growing"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "    STALLED (nothing committed{growing})");
+            for c in &w.causes {
+                let _ = writeln!(out, "      - {c}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nTARGET{:<18} {:>16} {:>12}",
+        "", "NEWEST RECEIVED", "IN WINDOW"
+    );
+    for t in &status.targets {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>16} {:>12}",
+            t.name,
+            ago(now, t.newest),
+            t.recent
+        );
+        if t.stopped_updating {
+            let _ = writeln!(out, "    STOPPED UPDATING");
+            for c in &t.causes {
+                let _ = writeln!(out, "      - {c}");
+            }
+        }
+    }
+    if !status.endpoints.is_empty() {
+        let _ = writeln!(out, "\nENDPOINT");
+        for e in &status.endpoints {
+            let state = match (e.up, e.ready) {
+                (false, _) => format!("down: {}", e.error.as_deref().unwrap_or("")),
+                (true, true) => "up, ready".into(),
+                (true, false) => format!("up, {}", e.ready_answer),
+            };
+            let _ = writeln!(out, "{}  {state}", e.url);
+            for c in &e.components {
+                let errors: u64 = c.errors.values().sum();
+                let discarded: u64 = c.discarded.values().sum();
+                let _ = writeln!(
+                    out,
+                    "    {} {:<16} received {:>10}  sent {:>10}  discarded {:>8}  errors {:>6}",
+                    c.kind, c.id, c.received, c.sent, discarded, errors
+                );
+            }
+        }
+    }
+    let problems = status.problems();
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if problems == 0 {
+            "ok: nothing stalled, every target up to date".to_string()
+        } else {
+            format!("{problems} problem(s)")
+        }
+    );
+    out
+}
+
+fn ago(now: Timestamp, t: Option<Timestamp>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => format!("{} ago", span(now.duration_since(t).as_secs_f64().max(0.0))),
+    }
+}
+
+fn span(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn snapshot() -> Status {
+        let worker = |name: &str, lag_before, lag, moved, members| WorkerStatus {
+            name: name.into(),
+            group: format!("firstmile-{name}"),
+            lag_before,
+            lag,
+            committed_moved: moved,
+            members,
+            ..WorkerStatus::default()
+        };
+        Status {
+            taken_at: at("2026-11-23T12:00:00Z"),
+            window_seconds: 300.0,
+            stale_after_seconds: 300.0,
+            sources: vec![SourceStatus {
+                name: "linux".into(),
+                records_per_second: 10.0,
+                ..SourceStatus::default()
+            }],
+            workers: vec![
+                worker("parse", 0, 0, true, 1),
+                worker("enrich", 0, 0, true, 1),
+                worker("sink:timescale", 100, 160, false, 0),
+                worker("sink:elasticsearch", 5, 3, true, 1),
+            ],
+            targets: vec![
+                TargetStatus {
+                    name: "timescale".into(),
+                    reachable: true,
+                    newest: Some(at("2026-11-23T11:50:00Z")),
+                    ..TargetStatus::default()
+                },
+                TargetStatus {
+                    name: "elasticsearch".into(),
+                    reachable: true,
+                    newest: Some(at("2026-11-23T11:59:58Z")),
+                    recent: 900,
+                    ..TargetStatus::default()
+                },
+            ],
+            endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_group_with_lag_that_commits_nothing_is_stalled_and_its_table_stale() {
+        let mut s = snapshot();
+        judge(&mut s, Duration::from_secs(300));
+        let ts = s.worker("sink:timescale").unwrap();
+        assert!(ts.stalled);
+        assert_eq!(
+            ts.causes,
+            ["group firstmile-sink:timescale has no members: no worker is running"]
+        );
+        // Lag but committing: busy, not stalled.
+        assert!(!s.worker("sink:elasticsearch").unwrap().stalled);
+        assert!(!s.worker("parse").unwrap().stalled);
+        let table = s.target("timescale").unwrap();
+        assert!(table.stopped_updating);
+        assert_eq!(
+            table.causes,
+            ["its sink (firstmile-sink:timescale) is stalled with lag 160"]
+        );
+        assert!(!s.target("elasticsearch").unwrap().stopped_updating);
+        assert_eq!(s.problems(), 2);
+    }
+
+    #[test]
+    fn causes_name_an_unreachable_target_errors_dead_letters_and_quiet_sources() {
+        let mut s = snapshot();
+        s.workers[2].members = 1;
+        s.targets[0].reachable = false;
+        s.targets[0].error = Some("database: connection refused".into());
+        judge(&mut s, Duration::from_secs(300));
+        assert_eq!(
+            s.worker("sink:timescale").unwrap().causes,
+            ["its target is unreachable: database: connection refused"]
+        );
+        assert_eq!(
+            s.target("timescale").unwrap().causes[0],
+            "unreachable: database: connection refused"
+        );
+
+        // Members present, target up, errors reported on /metrics.
+        let mut s = snapshot();
+        s.workers[2].members = 1;
+        s.endpoints.push(EndpointStatus {
+            components: vec![ComponentTotals {
+                kind: "sink".into(),
+                id: "timescale".into(),
+                errors: [("database_unavailable".to_string(), 7)].into(),
+                ..ComponentTotals::default()
+            }],
+            ..EndpointStatus::default()
+        });
+        judge(&mut s, Duration::from_secs(300));
+        assert_eq!(
+            s.worker("sink:timescale").unwrap().causes,
+            ["its members report errors: database_unavailable (7)"]
+        );
+
+        // Nothing stalled, but everything went to the dead-letter topic and
+        // then the sources went quiet.
+        let mut s = snapshot();
+        s.workers[2] = WorkerStatus {
+            name: "sink:timescale".into(),
+            ..WorkerStatus::default()
+        };
+        s.workers[0].dlq = [("invalid_utf8".to_string(), 40)].into();
+        s.sources[0].records_per_second = 0.0;
+        judge(&mut s, Duration::from_secs(300));
+        assert_eq!(
+            s.target("timescale").unwrap().causes,
+            [
+                "what arrived in the window went to the dead-letter topic: invalid_utf8 (40)",
+                "no source received anything in the window: nothing new to write"
+            ]
+        );
+        // A target that never received anything is stale too.
+        s.targets[1].newest = None;
+        judge(&mut s, Duration::from_secs(300));
+        assert!(s.target("elasticsearch").unwrap().stopped_updating);
+    }
+
+    #[test]
+    fn a_roles_counters_are_summed_per_component() {
+        let text = "\
+firstmile_component_received_events_total{component_id=\"parse\",component_kind=\"stage\",source=\"a\"} 10
+firstmile_component_received_events_total{component_id=\"parse\",component_kind=\"stage\",source=\"b\"} 5
+firstmile_component_sent_events_total{component_id=\"parse\",component_kind=\"stage\",source=\"a\"} 9
+firstmile_component_discarded_events_total{component_id=\"parse\",component_kind=\"stage\",reason=\"dlq_x\",source=\"a\"} 1
+firstmile_component_errors_total{component_id=\"timescale\",component_kind=\"sink\",error_type=\"database_unavailable\"} 3
+firstmile_component_in_flight_bytes{component_id=\"http\",component_kind=\"receiver\"} 100
+";
+        let totals = totals(&prom::parse(text));
+        assert_eq!(totals.len(), 2, "{totals:?}");
+        let parse = totals.iter().find(|t| t.id == "parse").unwrap();
+        assert_eq!((parse.received, parse.sent), (15, 9));
+        assert_eq!(parse.discarded["dlq_x"], 1);
+        let ts = totals.iter().find(|t| t.id == "timescale").unwrap();
+        assert_eq!(ts.errors["database_unavailable"], 3);
+    }
+
+    #[test]
+    fn the_text_shows_flags_and_causes() {
+        let mut s = snapshot();
+        judge(&mut s, Duration::from_secs(300));
+        let text = render(&s);
+        assert!(
+            text.contains("STALLED (nothing committed, lag growing)"),
+            "{text}"
+        );
+        assert!(text.contains("STOPPED UPDATING"), "{text}");
+        assert!(text.contains("10m ago"), "{text}");
+        assert!(text.ends_with("2 problem(s)\n"), "{text}");
+    }
+}
