@@ -55,21 +55,10 @@ pub(crate) fn watermarks(
     consumer: &BaseConsumer,
     topic: &str,
 ) -> Result<BTreeMap<i32, (i64, i64)>, ObserveError> {
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(ObserveError::NoTopic(topic.to_string()));
+    match firstmile_replay::range::watermarks(consumer, topic) {
+        Err(firstmile_replay::ReplayError::NoTopic(t)) => Err(ObserveError::NoTopic(t)),
+        other => Ok(other?),
     }
-    let mut out = BTreeMap::new();
-    for p in partitions {
-        out.insert(p, consumer.fetch_watermarks(topic, p, TIMEOUT)?);
-    }
-    Ok(out)
 }
 
 /// Per partition, the first offset at or after `at` (the high watermark

@@ -702,7 +702,7 @@ pub fn render(status: &Status) -> String {
                 let discarded: u64 = c.discarded.values().sum();
                 let _ = writeln!(
                     out,
-                    "    {} {:<16} received {:>10}  sent {:>10}  discarded {:>8}  errors {:>6}",
+                    "    {:<8} {:<16} received {:>10}  sent {:>10}  discarded {:>8}  errors {:>6}",
                     c.kind, c.id, c.received, c.sent, discarded, errors
                 );
             }

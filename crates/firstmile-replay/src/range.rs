@@ -133,6 +133,22 @@ struct Retained {
 }
 
 fn retained(consumer: &BaseConsumer, topic: &str) -> Result<Vec<Retained>, ReplayError> {
+    Ok(watermarks(consumer, topic)?
+        .into_iter()
+        .map(|(partition, (low, high))| Retained {
+            partition,
+            low,
+            high,
+        })
+        .collect())
+}
+
+/// Per partition of `topic`, in order: the oldest retained offset and the
+/// next to be written.
+pub fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<i32, (i64, i64)>, ReplayError> {
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -143,16 +159,13 @@ fn retained(consumer: &BaseConsumer, topic: &str) -> Result<Vec<Retained>, Repla
     if partitions.is_empty() {
         return Err(ReplayError::NoTopic(topic.to_string()));
     }
-    let mut out = Vec::new();
+    let mut out = std::collections::BTreeMap::new();
     for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-        out.push(Retained {
+        out.insert(
             partition,
-            low,
-            high,
-        });
+            consumer.fetch_watermarks(topic, partition, TIMEOUT)?,
+        );
     }
-    out.sort_by_key(|r| r.partition);
     Ok(out)
 }
 

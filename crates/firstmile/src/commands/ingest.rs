@@ -17,14 +17,21 @@ pub async fn run(settings: &Settings, with_stages: bool) -> Result<()> {
     let metrics = Metrics::new();
     let receivers = firstmile_receivers::start(config, &metrics).await?;
     let shared = Arc::clone(&receivers.shared);
+    // `run` holds the sinks too: ready only while their targets answer.
+    let targets = with_stages.then(|| Arc::new(config.clone()));
     let readiness: Readiness = Arc::new(move || {
-        let shared = Arc::clone(&shared);
+        let (shared, targets) = (Arc::clone(&shared), targets.clone());
         async move {
             shared
                 .acked
                 .check_connected(Duration::from_secs(2))
                 .await
-                .map_err(|e| format!("kafka: {e}"))
+                .map_err(|e| format!("kafka: {e}"))?;
+            if let Some(config) = targets {
+                firstmile_sink_timescale::check_target(&config.database).await?;
+                firstmile_sink_elasticsearch::check_target(&config.elasticsearch).await?;
+            }
+            Ok(())
         }
         .boxed()
     });
