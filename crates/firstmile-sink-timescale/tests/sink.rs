@@ -207,6 +207,11 @@ fn panel_queries() -> Vec<(String, String)> {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
+                // PromQL panels (pipeline-health) are run against Prometheus
+                // by crates/firstmile/tests/observe.rs.
+                if target["datasource"]["type"] == "prometheus" {
+                    continue;
+                }
                 let sql = target["rawSql"].as_str().unwrap();
                 let sql = re.replace_all(sql, "$1 BETWEEN '2000-01-01' AND '2100-01-01'");
                 assert!(
