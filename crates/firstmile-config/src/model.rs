@@ -52,8 +52,11 @@ pub struct SinkSettings {
     pub dlq: String,
     /// A batch is written after this many records…
     pub batch_records: usize,
-    /// …or this long after its first record.
+    /// …or this long after its first record…
     pub batch_ms: u64,
+    /// …or once no record came for this long (the input is drained: waiting
+    /// out `batch_ms` would only add latency); 0: never.
+    pub batch_idle_ms: u64,
 }
 
 impl Default for SinkSettings {
@@ -65,6 +68,7 @@ impl Default for SinkSettings {
             dlq: "dlq".into(),
             batch_records: 5000,
             batch_ms: 1000,
+            batch_idle_ms: 50,
         }
     }
 }
@@ -126,8 +130,10 @@ pub struct Stage {
     pub delivery: Delivery,
     /// A transaction ends after this many records…
     pub batch_records: usize,
-    /// …or this long after its first record.
+    /// …or this long after its first record…
     pub batch_ms: u64,
+    /// …or once no record came for this long (the input is drained); 0: never.
+    pub batch_idle_ms: u64,
 }
 
 impl Default for Stage {
@@ -141,6 +147,7 @@ impl Default for Stage {
             delivery: Delivery::default(),
             batch_records: 2000,
             batch_ms: 200,
+            batch_idle_ms: 50,
         }
     }
 }

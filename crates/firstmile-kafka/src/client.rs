@@ -23,11 +23,20 @@ pub fn client_config(kafka: &Kafka, kind: ClientKind) -> ClientConfig {
         ClientKind::Consumer => &kafka.consumer,
         ClientKind::Admin => &kafka.admin,
     };
+    if kind == ClientKind::Consumer {
+        // librdkafka prefetches up to 64 MB per consumer by default; a
+        // process holds several consumers and batches of its own, so keep
+        // the prefetch at what a few batches need (fetch.max.bytes follows).
+        config.set("queued.max.messages.kbytes", CONSUMER_PREFETCH_KB);
+    }
     for (key, value) in kafka.properties.iter().chain(per_kind) {
         config.set(key, value);
     }
     config
 }
+
+/// The consumers' default prefetch bound, in kilobytes.
+pub const CONSUMER_PREFETCH_KB: &str = "16384";
 
 /// Answers whether the brokers can be reached, for `/health/ready`: one
 /// metadata request on a client of its own (the workers' clients are busy

@@ -27,6 +27,8 @@ pub struct SinkTopics {
     pub dlq: String,
     pub batch_records: usize,
     pub batch: Duration,
+    /// Zero: no idle cut.
+    pub batch_idle: Duration,
 }
 
 impl SinkTopics {
@@ -49,6 +51,7 @@ impl SinkTopics {
             dlq: settings.dlq.clone(),
             batch_records: settings.batch_records.max(1),
             batch: Duration::from_millis(settings.batch_ms.max(1)),
+            batch_idle: Duration::from_millis(settings.batch_idle_ms),
         }
     }
 }
@@ -104,17 +107,26 @@ impl SinkConsumer {
         &self.topics
     }
 
-    /// Up to `batch_records` records, or what arrived within `batch`.
+    /// Up to `batch_records` records, or what arrived within `batch`, or
+    /// what arrived before the input went idle for `batch_idle`.
     pub async fn poll_batch(&self) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
         let started = Instant::now();
+        let mut last_record = started;
+        let idle = self.topics.batch_idle;
         while batch.len() < self.topics.batch_records {
-            let left = self.topics.batch.saturating_sub(started.elapsed());
+            let mut left = self.topics.batch.saturating_sub(started.elapsed());
+            if !batch.is_empty() && !idle.is_zero() {
+                left = left.min(idle.saturating_sub(last_record.elapsed()));
+            }
             if left.is_zero() {
                 break;
             }
             match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Ok(m)) => {
+                    batch.push(m.detach());
+                    last_record = Instant::now();
+                }
                 Ok(Err(e)) => tracing::debug!(error = %e, "consumer"),
                 Err(_) => break,
             }

@@ -86,6 +86,8 @@ pub struct StageTopics {
     pub delivery: Delivery,
     pub batch_records: usize,
     pub batch: Duration,
+    /// Zero: no idle cut.
+    pub batch_idle: Duration,
 }
 
 impl StageTopics {
@@ -117,6 +119,7 @@ impl StageTopics {
             delivery: stage.delivery,
             batch_records: stage.batch_records.max(1),
             batch: Duration::from_millis(stage.batch_ms.max(1)),
+            batch_idle: Duration::from_millis(stage.batch_idle_ms),
         }
     }
 }
@@ -394,12 +397,24 @@ fn poll_batch(
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut batch = Vec::new();
     let started = Instant::now();
+    let mut last_record = started;
     while batch.len() < topics.batch_records {
-        let left = topics.batch.saturating_sub(started.elapsed());
+        let mut left = topics.batch.saturating_sub(started.elapsed());
+        if !batch.is_empty() && !topics.batch_idle.is_zero() {
+            // Drained: the batch goes now rather than at `batch`.
+            let idle_left = topics.batch_idle.saturating_sub(last_record.elapsed());
+            if idle_left.is_zero() {
+                break;
+            }
+            left = left.min(idle_left);
+        }
         if left.is_zero() && !batch.is_empty() {
             break;
         }
         let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)));
+        if polled {
+            last_record = Instant::now();
+        }
         if !polled && batch.is_empty() && started.elapsed() > topics.batch {
             break;
         }

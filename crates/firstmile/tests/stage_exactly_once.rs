@@ -266,6 +266,7 @@ async fn a_rebalance_in_the_middle_of_a_batch_duplicates_nothing() {
     let env = [
         ("FIRSTMILE_STAGES__PARSE__BATCH_RECORDS", "1000000"),
         ("FIRSTMILE_STAGES__PARSE__BATCH_MS", "15000"),
+        ("FIRSTMILE_STAGES__PARSE__BATCH_IDLE_MS", "0"),
         (
             "FIRSTMILE_KAFKA__PRODUCER__TRANSACTION_TIMEOUT_MS",
             "120000",
