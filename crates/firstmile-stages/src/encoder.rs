@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use apache_avro::writer::datum::GenericDatumWriter;
-use apache_avro::Schema;
 use firstmile_config::Config;
 use firstmile_event::Event;
 use firstmile_schema::{confluent_frame, value_subject, Registry, RegistryError};
@@ -12,8 +10,6 @@ use firstmile_schema::{confluent_frame, value_subject, Registry, RegistryError};
 use crate::{Outcome, StageError};
 
 pub struct EventEncoder {
-    /// Built once: resolving the schema per record cost more than encoding.
-    writer: GenericDatumWriter<'static>,
     schema_id: u32,
     topic: String,
 }
@@ -25,22 +21,15 @@ impl EventEncoder {
         let registry =
             Registry::new(&config.schema_registry).map_err(|e| StageError::Setup(e.to_string()))?;
         let schema_id = register_with_retry(&registry, &value_subject(topic)).await?;
-        // The writer borrows its schema for as long as it lives; one schema
-        // per stage worker is kept for the life of the process.
-        let schema: &'static Schema = Box::leak(Box::new(firstmile_event::event_schema()));
-        let writer = GenericDatumWriter::builder(schema)
-            .build()
-            .map_err(|e| StageError::Setup(format!("event schema: {e}")))?;
         Ok(EventEncoder {
-            writer,
             schema_id,
             topic: topic.to_string(),
         })
     }
 
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>, String> {
-        self.writer
-            .write_value_to_vec(event.to_avro())
+        event
+            .to_avro_datum()
             .map(|datum| confluent_frame(self.schema_id, &datum))
             .map_err(|e| e.to_string())
     }
