@@ -278,6 +278,10 @@ pub struct Elasticsearch {
     pub password: Option<String>,
     pub api_key: Option<String>,
     pub tls: Tls,
+    /// gzip `_bulk` bodies. Off by default: compressing took a quarter of
+    /// the sink's CPU (BENCHMARKS.md) and only pays where the network is the
+    /// bottleneck (a remote cluster, traffic billed).
+    pub compression: bool,
 }
 
 impl Default for Elasticsearch {
@@ -289,6 +293,7 @@ impl Default for Elasticsearch {
             password: None,
             api_key: None,
             tls: Tls::default(),
+            compression: false,
         }
     }
 }

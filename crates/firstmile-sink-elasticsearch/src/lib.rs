@@ -40,12 +40,12 @@ const BULK_BYTES: usize = 5 << 20;
 const CONCURRENT_REQUESTS: usize = 2;
 
 /// The client for `[elasticsearch]`: basic auth or an API key, TLS as
-/// configured, gzip request bodies.
+/// configured, gzip request bodies if `compression`.
 pub fn client(config: &firstmile_config::Elasticsearch) -> Result<Elasticsearch, SinkError> {
     let setup = |e: &dyn std::fmt::Display| SinkError::Setup(format!("elasticsearch: {e}"));
     let url = elasticsearch::http::Url::parse(&config.url).map_err(|e| setup(&e))?;
     let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-        .request_body_compression(true)
+        .request_body_compression(config.compression)
         .timeout(std::time::Duration::from_secs(60));
     if let Some(key) = &config.api_key {
         builder = builder.auth(Credentials::EncodedApiKey(key.clone()));
