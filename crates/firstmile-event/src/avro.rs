@@ -208,7 +208,10 @@ fn write_datum(value: &Value, out: &mut Vec<u8>) -> Result<(), FromAvroError> {
         Value::Long(n) | Value::TimestampMicros(n) => write_long(*n, out),
         Value::Double(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::String(s) => write_bytes(s.as_bytes(), out),
-        Value::Uuid(u) => write_bytes(u.hyphenated().to_string().as_bytes(), out),
+        Value::Uuid(u) => {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            write_bytes(u.hyphenated().encode_lower(&mut text).as_bytes(), out);
+        }
         Value::Union(branch, inner) => {
             write_long(i64::from(*branch), out);
             write_datum(inner, out)?;

@@ -13,7 +13,6 @@ use std::sync::atomic::AtomicBool;
 use firstmile_config::Config;
 use firstmile_kafka::dlq::names as dlq_headers;
 use firstmile_kafka::header_str;
-use firstmile_replay::range::PartitionRange;
 use firstmile_replay::reader::Reader;
 use firstmile_sink::EventDecoder;
 use jiff::Timestamp;
@@ -22,7 +21,7 @@ use rdkafka::Message;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::kafka::consumer;
+use crate::kafka::{self, consumer};
 use crate::{targets, ObserveError};
 
 /// Ids listed per sink when it misses some.
@@ -114,31 +113,29 @@ pub async fn audit(
             firstmile_replay::range::by_time(&c, name, &topic, from, Some(to))
         })?;
         let mut ids = HashMap::new();
-        read(&c, &topic, &plan.ranges, |batch| {
-            for m in batch {
+        tokio::task::block_in_place(|| {
+            kafka::read_from(&c, &topic, &plan.ranges, u64::MAX, |m| {
                 let id = firstmile_event::event_id(m.topic(), m.partition(), m.offset());
                 ids.insert(id, (m.partition(), m.offset()));
-            }
-        })
-        .await?;
+            })
+        })?;
         expected.insert(name.clone(), (topic, ids));
     }
-    let all: HashMap<Uuid, &str> = expected
-        .iter()
-        .flat_map(|(name, (_, ids))| ids.keys().map(move |id| (*id, name.as_str())))
+    let all: HashSet<Uuid> = expected
+        .values()
+        .flat_map(|(_, ids)| ids.keys().copied())
         .collect();
 
     let mut decoder = EventDecoder::new(&config.schema_registry)
         .map_err(|e| ObserveError::Setup(e.to_string()))?;
     let events_topic = config.stages.enrich.output.as_deref().unwrap_or("events");
     let mut with_event: HashSet<Uuid> = HashSet::new();
-    scan_since(&c, events_topic, from, &mut decoder, |m, decoded| {
+    scan_since(&c, events_topic, from, &mut decoder, |_, decoded| {
         if let Some(id) = decoded.map(|e| e.event_id) {
-            if all.contains_key(&id) {
+            if all.contains(&id) {
                 with_event.insert(id);
             }
         }
-        let _ = m;
     })
     .await?;
     let mut with_dead_letter: HashSet<Uuid> = HashSet::new();
@@ -149,7 +146,7 @@ pub async fn audit(
         &mut decoder,
         |m, decoded| {
             if let Some(id) = dead_letter_id(m, decoded.map(|e| e.event_id)) {
-                if all.contains_key(&id) {
+                if all.contains(&id) {
                     with_dead_letter.insert(id);
                 }
             }
@@ -248,21 +245,6 @@ fn dead_letter_id(m: &OwnedMessage, carried: Option<Uuid>) -> Option<Uuid> {
     Some(firstmile_event::event_id(topic, partition, offset))
 }
 
-/// Reads ranges of `topic` batch by batch.
-async fn read(
-    c: &rdkafka::consumer::BaseConsumer,
-    topic: &str,
-    ranges: &[PartitionRange],
-    mut each: impl FnMut(&[OwnedMessage]),
-) -> Result<(), ObserveError> {
-    let mut reader = Reader::start(c, topic, ranges)?;
-    while !reader.all_done() {
-        let batch = tokio::task::block_in_place(|| reader.read_batch(10_000))?;
-        each(&batch);
-    }
-    Ok(())
-}
-
 /// Reads `topic` from `since` to its current end, decoding what is Avro.
 async fn scan_since(
     c: &rdkafka::consumer::BaseConsumer,
@@ -276,14 +258,9 @@ async fn scan_since(
     let stop = AtomicBool::new(false);
     while !reader.all_done() {
         let batch = tokio::task::block_in_place(|| reader.read_batch(10_000))?;
-        // Dead letters of the parse stage are raw bytes, not Avro: they
-        // simply decode to nothing.
-        let framed: Vec<OwnedMessage> = batch
-            .iter()
-            .filter(|m| m.payload().is_some_and(|p| p.first() == Some(&0)))
-            .cloned()
-            .collect();
-        if !framed.is_empty() && !decoder.prepare(&framed, &stop).await {
+        // Dead letters of the parse stage are raw bytes, not Avro: the
+        // decoder asks for no schema for them and decodes them to nothing.
+        if !decoder.prepare(&batch, &stop).await {
             return Err(ObserveError::Setup("schema registry unavailable".into()));
         }
         for m in &batch {

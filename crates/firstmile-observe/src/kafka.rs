@@ -51,15 +51,7 @@ impl rdkafka::ClientContext for Quiet {
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// Per partition: the oldest retained offset and the next to be written.
-pub(crate) fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-) -> Result<BTreeMap<i32, (i64, i64)>, ObserveError> {
-    match firstmile_replay::range::watermarks(consumer, topic) {
-        Err(firstmile_replay::ReplayError::NoTopic(t)) => Err(ObserveError::NoTopic(t)),
-        other => Ok(other?),
-    }
-}
+pub(crate) use firstmile_replay::range::watermarks;
 
 /// Per partition, the first offset at or after `at` (the high watermark
 /// where there is none).

@@ -21,8 +21,6 @@ pub use status::{collect, Options, Status};
 pub enum ObserveError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("topic {0} does not exist")]
-    NoTopic(String),
     #[error("{0}")]
     Replay(#[from] firstmile_replay::ReplayError),
     #[error("{0}")]

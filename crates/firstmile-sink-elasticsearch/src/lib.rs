@@ -153,7 +153,7 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
             .filter(|i| !refused.contains(i))
             .map(|&i| docs[i].received_at)
             .collect();
-        observe_committed(metrics, write_seconds, indexed.into_iter());
+        observe_committed(metrics, write_seconds, &indexed);
     }
     tracing::info!("elasticsearch sink stopped");
     Ok(())

@@ -84,15 +84,12 @@ pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Res
         rollups.refresh_if_due(&mut writer, false).await;
         consumer.commit(&batch);
         report(metrics, &batch, &rows, &dead);
-        let written = rows
+        let written: Vec<jiff::Timestamp> = rows
             .iter()
             .filter(|(row, _, _)| !rejected_ids.contains(&row.event_id))
-            .map(|(row, _, _)| row.received_at);
-        observe_committed(
-            metrics,
-            write_seconds,
-            written.collect::<Vec<_>>().into_iter(),
-        );
+            .map(|(row, _, _)| row.received_at)
+            .collect();
+        observe_committed(metrics, write_seconds, &written);
     }
     rollups.refresh_if_due(&mut writer, true).await;
     tracing::info!("timescale sink stopped");

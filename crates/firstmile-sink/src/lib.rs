@@ -21,14 +21,14 @@ pub use consumer::{source_of, DeadLetter, SinkConsumer, SinkTopics};
 pub fn observe_committed(
     metrics: &firstmile_metrics::Component,
     write_seconds: f64,
-    received_at: impl ExactSizeIterator<Item = jiff::Timestamp>,
+    received_at: &[jiff::Timestamp],
 ) {
     metrics.batch_written(received_at.len(), write_seconds);
     let latency = metrics.end_to_end_latency_histogram();
     let now = jiff::Timestamp::now();
     for t in received_at {
         // A clock behind the receiver's would give a negative latency.
-        latency.observe(now.duration_since(t).as_secs_f64().max(0.0));
+        latency.observe(now.duration_since(*t).as_secs_f64().max(0.0));
     }
 }
 
