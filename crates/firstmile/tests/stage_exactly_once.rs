@@ -137,6 +137,24 @@ impl Fixture {
         written(&self.parsed) + written(&self.dlq)
     }
 
+    /// Waits until the output topics' high watermarks (records written,
+    /// committed or not, plus transaction markers) reach `offsets`.
+    async fn wait_until_written(&self, offsets: i64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let written = self.written();
+            if written >= offsets {
+                eprintln!("{written} offsets written (waited for {offsets})");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {written} of {offsets} offsets written"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn committed(&self) -> usize {
         read_committed(&self.parsed).len() + read_committed(&self.dlq).len()
     }
@@ -217,9 +235,12 @@ impl Fixture {
 async fn sigkilled_parse_workers_lose_and_duplicate_nothing() {
     let f = fixture().await;
     // Kill the worker three times mid-stream, then let a fresh one finish.
-    for round in 0..3 {
+    // Each kill waits for the worker's own progress, not a fixed time: how
+    // fast a worker gets through the stream depends on the build and the
+    // machine, and a kill after the end would test nothing.
+    for round in 1..=3 {
         let worker = spawn_worker(f.dir.path(), "w1");
-        tokio::time::sleep(Duration::from_millis(3000 + 700 * round)).await;
+        f.wait_until_written(round * N as i64 / 8).await;
         drop(worker); // SIGKILL
     }
     // The kills must have landed mid-stream: some work done, not all.
@@ -239,7 +260,8 @@ async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
     // Two workers split the partitions; one is killed mid-stream, a third joins.
     let w1 = spawn_worker(f.dir.path(), "w1");
     let w2 = spawn_worker(f.dir.path(), "w2");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for_members(&f.group, 2).await;
+    f.wait_until_written(f.written() + N as i64 / 20).await;
     // Measured just before the kill (w1 keeps working after it): the stream
     // must still be unfinished, so the kill interrupts it.
     let before_kill = f.written();
@@ -306,11 +328,16 @@ async fn wait_for_members(group: &str, members: usize) {
 async fn at_least_once_workers_lose_nothing_when_killed() {
     let f = fixture().await;
     let env = [("FIRSTMILE_STAGES__PARSE__DELIVERY", "at_least_once")];
-    for round in 0..2 {
+    for round in 1..=2 {
         let worker = spawn_worker_with(f.dir.path(), "w1", &env);
-        tokio::time::sleep(Duration::from_millis(3000 + 700 * round)).await;
+        f.wait_until_written(round * N as i64 / 8).await;
         drop(worker); // SIGKILL
     }
+    let after_kills = f.written();
+    assert!(
+        after_kills < N as i64,
+        "{after_kills} of {N}: the kills did not interrupt the stream"
+    );
     let mut worker = spawn_worker_with(f.dir.path(), "w1", &env);
     let good = N - f.bad;
     let deadline = Instant::now() + Duration::from_secs(180);
