@@ -186,79 +186,10 @@ impl Event {
     }
 }
 
-impl Event {
-    /// The event's Avro datum (binary encoding of [`EVENT_SCHEMA`]), written
-    /// straight from [`Event::to_avro`]'s value, whose records hold their
-    /// fields in the schema's order. `apache_avro`'s schema-driven writer
-    /// spent 40% of each stage's CPU finding fields by name in per-record
-    /// hash maps and validating; a test checks both give the same bytes.
-    pub fn to_avro_datum(&self) -> Result<Vec<u8>, FromAvroError> {
-        let mut out = Vec::with_capacity(256 + self.message.as_ref().map_or(0, String::len));
-        write_datum(&self.to_avro(), &mut out)?;
-        Ok(out)
-    }
-}
-
-/// Avro's binary encoding of the value kinds events are made of.
-fn write_datum(value: &Value, out: &mut Vec<u8>) -> Result<(), FromAvroError> {
-    match value {
-        Value::Null => {}
-        Value::Boolean(b) => out.push(u8::from(*b)),
-        Value::Int(n) => write_long(i64::from(*n), out),
-        Value::Long(n) | Value::TimestampMicros(n) => write_long(*n, out),
-        Value::Double(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::String(s) => write_bytes(s.as_bytes(), out),
-        Value::Uuid(u) => {
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            write_bytes(u.hyphenated().encode_lower(&mut text).as_bytes(), out);
-        }
-        Value::Union(branch, inner) => {
-            write_long(i64::from(*branch), out);
-            write_datum(inner, out)?;
-        }
-        Value::Record(fields) => {
-            for (_, v) in fields {
-                write_datum(v, out)?;
-            }
-        }
-        Value::Map(entries) => {
-            if !entries.is_empty() {
-                write_long(entries.len() as i64, out);
-                // Sorted: the same event always encodes to the same bytes.
-                let mut sorted: Vec<_> = entries.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (k, v) in sorted {
-                    write_bytes(k.as_bytes(), out);
-                    write_datum(v, out)?;
-                }
-            }
-            write_long(0, out);
-        }
-        // No other kind occurs in `to_avro`'s values.
-        other => return Err(FromAvroError(format!("cannot write {other:?}"))),
-    }
-    Ok(())
-}
-
-/// Zig-zag, then variable-length.
-fn write_long(n: i64, out: &mut Vec<u8>) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-fn write_bytes(b: &[u8], out: &mut Vec<u8>) {
-    write_long(b.len() as i64, out);
-    out.extend_from_slice(b);
-}
-
 /// An Avro value that is not an event of [`EVENT_SCHEMA`]'s shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not an event: {0}")]
-pub struct FromAvroError(String);
+pub struct FromAvroError(pub(crate) String);
 
 type Fields<'a> = &'a [(String, Value)];
 

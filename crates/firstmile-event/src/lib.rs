@@ -10,6 +10,7 @@
 //! upsert instead of duplicating. Pure logic.
 
 mod avro;
+mod datum;
 mod mapping;
 
 use std::collections::BTreeMap;

@@ -138,8 +138,10 @@ fn events_are_valid_avro_of_the_shipped_schema_and_round_trip() {
         let back = reader.read_value(&mut &bytes[..]).unwrap();
         assert_eq!(back, value);
         assert_eq!(&Event::from_avro(&back).unwrap(), event);
-        // The direct writer the stages use: the same bytes.
-        assert_eq!(event.to_avro_datum().unwrap(), bytes);
+        // The direct writer and reader the stages and sinks use: the same
+        // bytes, and the same event back.
+        assert_eq!(event.to_avro_datum(), bytes);
+        assert_eq!(&Event::from_avro_datum(&bytes).unwrap(), event);
     }
     // Maps of several entries (apache_avro writes them in hash order): read
     // back, the direct writer's datum is the same event.
@@ -147,11 +149,99 @@ fn events_are_valid_avro_of_the_shipped_schema_and_round_trip() {
         full.labels.insert(format!("label{i}"), format!("v{i}"));
         full.fields.insert(format!("field{i}"), "é ".repeat(i));
     }
-    let datum = full.to_avro_datum().unwrap();
+    let datum = full.to_avro_datum();
     let reader = GenericDatumReader::builder(&schema).build().unwrap();
     let back = reader.read_value(&mut &datum[..]).unwrap();
     assert_eq!(Event::from_avro(&back).unwrap(), full);
-    assert_eq!(full.to_avro_datum().unwrap(), datum, "deterministic");
+    assert_eq!(Event::from_avro_datum(&datum).unwrap(), full);
+    assert_eq!(full.to_avro_datum(), datum, "deterministic");
+}
+
+/// An event with every optional part set, for the damage test below.
+fn full_event() -> Event {
+    use firstmile_event::{Asset, AutonomousSystem, Geo, GeoPoint, Threat, ThreatIndicator};
+    let mut e = Event::new(
+        origin(4),
+        "2026-11-23T12:00:00.5Z".parse().unwrap(),
+        "1.0.0",
+    );
+    from_fields(
+        &mut e,
+        vec![
+            ("message".into(), "Failed password for root".into()),
+            ("source.ip".into(), "81.2.69.142".into()),
+            ("source.port".into(), "22".into()),
+            ("destination.ip".into(), "2001:db8::1".into()),
+            ("process.pid".into(), "7".into()),
+            ("event.severity".into(), "-3".into()),
+            ("http.response.status_code".into(), "503".into()),
+            ("a".into(), "1".into()),
+            ("b".into(), "ü".into()),
+        ],
+    )
+    .unwrap();
+    e.destination.geo = Some(Geo {
+        city_name: None,
+        country_iso_code: Some("SE".into()),
+        location: Some(GeoPoint { lat: 1.5, lon: 2.0 }),
+    });
+    e.destination.autonomous_system = Some(AutonomousSystem {
+        number: 29518,
+        organization_name: Some("Bredband2".into()),
+    });
+    e.source.asset = Some(Asset {
+        owner: "x".into(),
+        zone: "y".into(),
+    });
+    e.threat = Some(Threat {
+        indicator: ThreatIndicator {
+            kind: "ipv4-addr".into(),
+            matched: "81.2.69.142".into(),
+            matched_field: "source.ip".into(),
+        },
+    });
+    e.labels.insert("team".into(), "sre".into());
+    e
+}
+
+/// Damaged data (every truncation, every byte changed in three ways): the
+/// direct reader never panics and agrees with apache_avro + `from_avro`,
+/// which is what decodes data of other schema versions.
+#[test]
+fn the_direct_reader_agrees_with_apache_avro_on_damaged_data() {
+    use apache_avro::reader::datum::GenericDatumReader;
+    let schema = firstmile_event::event_schema();
+    let reader = GenericDatumReader::builder(&schema).build().unwrap();
+    // Compared as bytes: a damaged double can be NaN, which is not equal to itself.
+    let generic = |d: &[u8]| -> Option<Vec<u8>> {
+        let value = reader.read_value(&mut &d[..]).ok()?;
+        Event::from_avro(&value).ok().map(|e| e.to_avro_datum())
+    };
+    let direct = |d: &[u8]| Event::from_avro_datum(d).ok().map(|e| e.to_avro_datum());
+    let datum = full_event().to_avro_datum();
+    for len in 0..datum.len() {
+        assert_eq!(direct(&datum[..len]), None, "truncated to {len} bytes");
+        assert_eq!(generic(&datum[..len]), None, "truncated to {len} bytes");
+    }
+    let (mut agreed_ok, mut agreed_err) = (0, 0);
+    for i in 0..datum.len() {
+        for change in [0x01u8, 0x80, 0xff] {
+            let mut damaged = datum.clone();
+            damaged[i] ^= change;
+            let (d, g) = (direct(&damaged), generic(&damaged));
+            assert_eq!(d, g, "byte {i} ^ {change:#x}");
+            if d.is_some() {
+                agreed_ok += 1;
+            } else {
+                agreed_err += 1;
+            }
+        }
+    }
+    // Both outcomes occur, so the comparison above covered each.
+    assert!(
+        agreed_ok > 0 && agreed_err > 0,
+        "{agreed_ok} / {agreed_err}"
+    );
 }
 
 #[test]

@@ -141,8 +141,7 @@ fn fetch_schemas(
 }
 
 fn decode(decoder: &Decoder, m: &OwnedMessage) -> Option<Event> {
-    let value = decoder.decode(m.payload().unwrap_or_default()).ok()?;
-    Event::from_avro(&value).ok()
+    decoder.decode_event(m.payload().unwrap_or_default()).ok()
 }
 
 fn in_plan(plan: &Plan, partition: i32, offset: i64) -> bool {

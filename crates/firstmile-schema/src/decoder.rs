@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::Schema;
+use firstmile_event::Event;
 
 use crate::{confluent_unframe, Registry, RegistryError};
 
@@ -33,7 +34,11 @@ pub struct DecodeError {
 const MAX_UNKNOWN_IDS: usize = 1024;
 
 enum Writer {
-    Known(GenericDatumReader<'static>),
+    /// `exact`: written with the reader schema itself, no resolution needed.
+    Known {
+        reader: GenericDatumReader<'static>,
+        exact: bool,
+    },
     /// Not decodable with this id; the reason, for every record carrying it.
     Bad(DecodeError),
 }
@@ -81,7 +86,8 @@ impl Decoder {
             Ok(Some(text)) => self.reader_for(id, &text),
             Ok(None) => {
                 if self.unknown >= MAX_UNKNOWN_IDS {
-                    self.writers.retain(|_, w| matches!(w, Writer::Known(_)));
+                    self.writers
+                        .retain(|_, w| matches!(w, Writer::Known { .. }));
                     self.unknown = 0;
                 }
                 self.unknown += 1;
@@ -118,7 +124,10 @@ impl Decoder {
             .maybe_reader_schema((!same).then_some(self.reader_schema))
             .build();
         match reader {
-            Ok(r) => Writer::Known(r),
+            Ok(reader) => Writer::Known {
+                reader,
+                exact: same,
+            },
             Err(e) => bad(format!("schema id {id} against the reader schema: {e}")),
         }
     }
@@ -126,17 +135,43 @@ impl Decoder {
     /// Decodes a framed value whose schema has been fetched. An id not
     /// fetched yet is an error of the caller's, reported as `unknown_schema`.
     pub fn decode(&self, framed: &[u8]) -> Result<Value, DecodeError> {
-        let Some((id, mut datum)) = confluent_unframe(framed) else {
+        let (id, reader, _, datum) = self.writer(framed)?;
+        read_value(id, reader, datum)
+    }
+
+    /// Decodes a framed event (the reader schema being the event schema).
+    /// Data written with exactly that schema is read straight into the
+    /// event; other versions go through schema resolution.
+    pub fn decode_event(&self, framed: &[u8]) -> Result<Event, DecodeError> {
+        let (id, reader, exact, datum) = self.writer(framed)?;
+        if exact {
+            if let Ok(event) = Event::from_avro_datum(datum) {
+                return Ok(event);
+            }
+            // Bad data: the generic path below names what is wrong with it
+            // (the bytes, or the value), as it always has.
+        }
+        let value = read_value(id, reader, datum)?;
+        Event::from_avro(&value).map_err(|e| DecodeError {
+            kind: "invalid_event",
+            message: e.to_string(),
+        })
+    }
+
+    /// The writer of a framed value: its id, reader, whether it is the
+    /// reader schema itself, and the datum.
+    fn writer<'a>(
+        &self,
+        framed: &'a [u8],
+    ) -> Result<(u32, &GenericDatumReader<'static>, bool, &'a [u8]), DecodeError> {
+        let Some((id, datum)) = confluent_unframe(framed) else {
             return Err(DecodeError {
                 kind: "not_avro",
                 message: "not in Confluent wire format (magic byte 0, 4-byte schema id)".into(),
             });
         };
         match self.writers.get(&id) {
-            Some(Writer::Known(reader)) => reader.read_value(&mut datum).map_err(|e| DecodeError {
-                kind: "avro_decode",
-                message: format!("schema id {id}: {e}"),
-            }),
+            Some(Writer::Known { reader, exact }) => Ok((id, reader, *exact, datum)),
             Some(Writer::Bad(e)) => Err(e.clone()),
             None => Err(DecodeError {
                 kind: "unknown_schema",
@@ -144,4 +179,15 @@ impl Decoder {
             }),
         }
     }
+}
+
+fn read_value(
+    id: u32,
+    reader: &GenericDatumReader<'static>,
+    mut datum: &[u8],
+) -> Result<Value, DecodeError> {
+    reader.read_value(&mut datum).map_err(|e| DecodeError {
+        kind: "avro_decode",
+        message: format!("schema id {id}: {e}"),
+    })
 }

@@ -149,3 +149,89 @@ async fn decoder_fetches_writer_schemas_by_id_and_sorts_bad_values_by_kind() {
     let truncated = &good[..good.len() - 1];
     assert_eq!(decoder.decode(truncated).unwrap_err().kind, "avro_decode");
 }
+
+/// Events written with exactly the event schema are read directly, other
+/// versions through resolution; both give the same event, and bad data keeps
+/// its dead-letter kind (the bytes: `avro_decode`; the value: `invalid_event`).
+#[tokio::test]
+async fn decode_event_gives_the_same_event_from_the_exact_schema_and_an_older_one() {
+    use apache_avro::types::Value;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use firstmile_event::{event_schema, Event, Origin, EVENT_SCHEMA};
+    use firstmile_schema::{confluent_frame, Decoder};
+
+    let r = registry(None);
+    let subject = value_subject(&firstmile_testkit::unique("events"));
+    let exact_id = r.register(&subject, EVENT_SCHEMA).await.unwrap();
+    // An older writer: no `threat`, `labels`, `fields`.
+    let mut older: serde_json::Value = serde_json::from_str(EVENT_SCHEMA).unwrap();
+    older["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| !["threat", "labels", "fields"].contains(&f["name"].as_str().unwrap()));
+    let older_text = older.to_string();
+    let older_subject = value_subject(&firstmile_testkit::unique("events-older"));
+    let older_id = r.register(&older_subject, &older_text).await.unwrap();
+    assert_ne!(exact_id, older_id);
+
+    let origin = Origin {
+        source: "linux".into(),
+        topic: "raw.linux".into(),
+        partition: 1,
+        offset: 42,
+    };
+    let mut event = Event::new(origin, "2026-11-23T12:00:00Z".parse().unwrap(), "1");
+    event.message = Some("hello".into());
+    event.source.ip = Some("10.0.0.1".parse().unwrap());
+    let exact = confluent_frame(exact_id, &event.to_avro_datum());
+    let Value::Record(mut fields) = event.to_avro() else {
+        unreachable!()
+    };
+    fields.retain(|(n, _)| !["threat", "labels", "fields"].contains(&n.as_str()));
+    let older_schema = apache_avro::Schema::parse_str(&older_text).unwrap();
+    let older_datum = GenericDatumWriter::builder(&older_schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(Value::Record(fields))
+        .unwrap();
+    let resolved = confluent_frame(older_id, &older_datum);
+    // An IP that is not one: valid Avro, not a valid event.
+    let mut bad_ip = event.clone();
+    bad_ip.source.ip = None;
+    let Value::Record(mut bad_fields) = bad_ip.to_avro() else {
+        unreachable!()
+    };
+    for (name, value) in bad_fields.iter_mut() {
+        if name == "source" {
+            let Value::Record(source) = value else {
+                unreachable!()
+            };
+            source[0].1 = Value::Union(1, Box::new(Value::String("not-an-ip".into())));
+        }
+    }
+    let schema = event_schema();
+    let bad_value = confluent_frame(
+        exact_id,
+        &GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(Value::Record(bad_fields))
+            .unwrap(),
+    );
+
+    let mut decoder = Decoder::new(registry(None), event_schema());
+    for id in decoder.missing([&exact[..], &resolved[..]]) {
+        decoder.fetch(id).await.unwrap();
+    }
+    assert_eq!(decoder.decode_event(&exact).unwrap(), event);
+    assert_eq!(decoder.decode_event(&resolved).unwrap(), event);
+    let truncated = &exact[..exact.len() - 3];
+    assert_eq!(
+        decoder.decode_event(truncated).unwrap_err().kind,
+        "avro_decode"
+    );
+    let err = decoder.decode_event(&bad_value).unwrap_err();
+    assert_eq!(err.kind, "invalid_event");
+    assert!(err.message.contains("not-an-ip"), "{}", err.message);
+    assert_eq!(decoder.decode_event(b"text").unwrap_err().kind, "not_avro");
+}

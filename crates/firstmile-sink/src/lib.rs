@@ -103,10 +103,8 @@ impl EventDecoder {
 
     /// The record's event, or its dead-letter kind and message.
     pub fn decode(&self, record: &OwnedMessage) -> Result<Event, (&'static str, String)> {
-        let value = self
-            .0
-            .decode(record.payload().unwrap_or_default())
-            .map_err(|e| (e.kind, e.message))?;
-        Event::from_avro(&value).map_err(|e| ("invalid_event", e.to_string()))
+        self.0
+            .decode_event(record.payload().unwrap_or_default())
+            .map_err(|e| (e.kind, e.message))
     }
 }

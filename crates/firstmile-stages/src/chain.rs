@@ -38,7 +38,7 @@ impl Chain {
         self.enrich.enrich(self.parse.event(record, source)?)
     }
 
-    /// The event encoded for [`Chain::output`], or an `encoding` dead letter.
+    /// The event encoded for [`Chain::output`].
     pub fn encode(&self, event: &Event) -> Outcome {
         self.enrich.encoder().outcome(event)
     }

@@ -27,22 +27,18 @@ impl EventEncoder {
         })
     }
 
-    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, String> {
-        event
-            .to_avro_datum()
-            .map(|datum| confluent_frame(self.schema_id, &datum))
-            .map_err(|e| e.to_string())
+    /// The event in Confluent framing: written straight after the frame's
+    /// header, without a copy.
+    pub fn encode(&self, event: &Event) -> Vec<u8> {
+        let mut framed = confluent_frame(self.schema_id, &[]);
+        framed.reserve(256 + event.message.as_ref().map_or(0, String::len));
+        event.write_avro_datum(&mut framed);
+        framed
     }
 
-    /// The encoded event as a stage's output, or an `encoding` dead letter.
+    /// The encoded event as a stage's output.
     pub fn outcome(&self, event: &Event) -> Outcome {
-        match self.encode(event) {
-            Ok(value) => Outcome::Output(value),
-            Err(message) => Outcome::DeadLetter {
-                kind: "encoding",
-                message,
-            },
-        }
+        Outcome::Output(self.encode(event))
     }
 
     /// The topic the schema was registered for.

@@ -98,21 +98,15 @@ impl Step for EnrichStep {
     }
 
     fn apply(&mut self, record: &OwnedMessage, _source: &str) -> Outcome {
-        let value = match self.decoder.decode(record.payload().unwrap_or_default()) {
-            Ok(v) => v,
+        let event = match self
+            .decoder
+            .decode_event(record.payload().unwrap_or_default())
+        {
+            Ok(e) => e,
             Err(e) => {
                 return Outcome::DeadLetter {
                     kind: e.kind,
                     message: e.message,
-                }
-            }
-        };
-        let event = match Event::from_avro(&value) {
-            Ok(e) => e,
-            Err(e) => {
-                return Outcome::DeadLetter {
-                    kind: "invalid_event",
-                    message: e.to_string(),
                 }
             }
         };
