@@ -1,15 +1,20 @@
-//! Writing a batch of rows: binary COPY into a transaction-scoped staging
-//! table, then one set-based upsert into `events` keyed by
-//! `(event_id, received_at)`, in one transaction. Replayed or redelivered
-//! events replace their row.
+//! Writing a batch of rows in one transaction: a binary COPY straight into
+//! `events`; if some row is there already (a replay, a redelivery), the COPY
+//! is rolled back to its savepoint and the batch goes through a
+//! transaction-scoped staging table and one set-based upsert keyed by
+//! `(event_id, received_at)` instead: replayed or redelivered events replace
+//! their row. The upsert writes every row twice, which halved the sink's
+//! rate against `psql \copy` (BENCHMARKS.md), so it is kept for when it is
+//! needed: after a conflict, for [`UPSERT_SPELL`].
 
 use std::pin::pin;
+use std::time::{Duration, Instant};
 
 use firstmile_config::Database;
 use firstmile_db::Flavour;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::rows::{Row, COLUMNS};
 
@@ -53,6 +58,10 @@ pub const CONTINUOUS_AGGREGATES: [&str; 4] = [
     "http_status_per_minute",
 ];
 
+/// After a batch met rows already written, later batches go straight to
+/// the upsert for this long: a replay or a redelivery comes in runs.
+pub const UPSERT_SPELL: Duration = Duration::from_secs(60);
+
 /// One connection to the database and what is known about it.
 pub struct Writer {
     client: Client,
@@ -61,7 +70,9 @@ pub struct Writer {
     flavour: Flavour,
     upsert: String,
     copy: String,
+    copy_new: String,
     staging: String,
+    upsert_until: Option<Instant>,
 }
 
 impl Writer {
@@ -98,6 +109,8 @@ impl Writer {
                 updates.join(", ")
             ),
             copy: format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
+            copy_new: format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"),
+            upsert_until: None,
             client,
             schema,
             table,
@@ -115,10 +128,29 @@ impl Writer {
         self.client.is_closed()
     }
 
-    /// Writes the rows in one transaction; returns how many rows the upsert
-    /// touched (inserted or replaced).
+    /// Writes the rows in one transaction; returns how many rows were
+    /// inserted or replaced.
     pub async fn write(&mut self, rows: &[&Row]) -> Result<u64, WriteError> {
-        let tx = self.client.transaction().await?;
+        let mut tx = self.client.transaction().await?;
+        if self
+            .upsert_until
+            .is_none_or(|until| Instant::now() >= until)
+        {
+            let new_rows = tx.savepoint("firstmile_new_rows").await?;
+            match copy_rows(&new_rows, &self.copy_new, rows).await {
+                Ok(written) => {
+                    new_rows.commit().await?;
+                    tx.commit().await?;
+                    self.upsert_until = None;
+                    return Ok(written);
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    new_rows.rollback().await?;
+                    self.upsert_until = Some(Instant::now() + UPSERT_SPELL);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         // Dropped at commit: nothing is left behind in a session another
         // client may share (poolers, the PGlite server).
         tx.batch_execute(&format!(
@@ -126,16 +158,16 @@ impl Writer {
             self.staging, self.table
         ))
         .await?;
-        let sink = tx.copy_in(&self.copy).await?;
-        let types: Vec<_> = COLUMNS.iter().map(|(_, t)| t.clone()).collect();
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        for row in rows {
-            writer.as_mut().write(&row.values()).await?;
-        }
-        writer.finish().await?;
+        copy_rows(&tx, &self.copy, rows).await?;
         let touched = tx.execute(&self.upsert, &[]).await?;
         tx.commit().await?;
         Ok(touched)
+    }
+
+    /// Whether the next batch goes straight to the upsert.
+    pub fn upserting(&self) -> bool {
+        self.upsert_until
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Brings the rollups up to date for `[from, to)` (received_at): on
@@ -183,4 +215,19 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Binary COPY of the rows with `copy` (`COPY … FROM STDIN (FORMAT binary)`).
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    copy: &str,
+    rows: &[&Row],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = tx.copy_in(copy).await?;
+    let types: Vec<_> = COLUMNS.iter().map(|(_, t)| t.clone()).collect();
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for row in rows {
+        writer.as_mut().write(&row.values()).await?;
+    }
+    writer.finish().await
 }

@@ -1,0 +1,84 @@
+//! The writer against PostgreSQL 15 and the TimescaleDB server of
+//! `scripts/stack`: new rows go in by a plain COPY; a batch that meets rows
+//! already written falls back to the upsert and replaces them, and later
+//! batches take the upsert for a while.
+
+use firstmile_sink_timescale::{Row, Writer};
+use firstmile_testkit::{migrated_schema, postgres_url, sample_events, timescaledb_url};
+
+async fn new_rows_copied_existing_rows_replaced(url: String) {
+    let (client, schema) = migrated_schema(&url, "writer").await;
+    let db = firstmile_config::Database {
+        url,
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let mut writer = Writer::connect(&db).await.unwrap();
+    let rows = |first, version| -> Vec<Row> {
+        sample_events(first, 100, version)
+            .iter()
+            .map(|e| Row::from_event(e).unwrap())
+            .collect()
+    };
+    let sql =
+        format!("SELECT pipeline_version, count(*) FROM {schema}.events GROUP BY 1 ORDER BY 1");
+    let versions = async |client: &tokio_postgres::Client| -> Vec<(String, i64)> {
+        client
+            .query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+
+    let first = rows(0, "1");
+    assert_eq!(
+        writer
+            .write(&first.iter().collect::<Vec<_>>())
+            .await
+            .unwrap(),
+        100
+    );
+    assert!(!writer.upserting(), "new rows need no upsert");
+    assert_eq!(versions(&client).await, [("1".to_string(), 100)]);
+
+    // The same events again, corrected: the COPY meets the rows, rolls back
+    // to its savepoint, and the upsert replaces them in the same transaction.
+    let again = rows(0, "2");
+    assert_eq!(
+        writer
+            .write(&again.iter().collect::<Vec<_>>())
+            .await
+            .unwrap(),
+        100
+    );
+    assert!(writer.upserting());
+    assert_eq!(versions(&client).await, [("2".to_string(), 100)]);
+
+    // Meanwhile new rows take the upsert, and are written all the same.
+    let more = rows(100, "2");
+    assert_eq!(
+        writer
+            .write(&more.iter().collect::<Vec<_>>())
+            .await
+            .unwrap(),
+        100
+    );
+    assert_eq!(versions(&client).await, [("2".to_string(), 200)]);
+
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_new_rows_copied_existing_rows_replaced() {
+    new_rows_copied_existing_rows_replaced(postgres_url()).await;
+}
+
+#[tokio::test]
+async fn timescaledb_new_rows_copied_existing_rows_replaced() {
+    new_rows_copied_existing_rows_replaced(timescaledb_url()).await;
+}
