@@ -61,15 +61,11 @@ impl Event {
         w.opt_str(&self.url.original);
         w.opt_str(&self.user_agent.original);
         w.opt_str(&self.message);
-        match &self.threat {
-            Some(t) => {
-                w.long(1);
-                w.str(&t.indicator.kind);
-                w.str(&t.indicator.matched);
-                w.str(&t.indicator.matched_field);
-            }
-            None => w.long(0),
-        }
+        w.optional(self.threat.as_ref(), |w, t| {
+            w.str(&t.indicator.kind);
+            w.str(&t.indicator.matched);
+            w.str(&t.indicator.matched_field);
+        });
         w.map(&self.labels);
         w.map(&self.fields);
         w.long(i64::try_from(self.raw_bytes).unwrap_or(i64::MAX));
@@ -125,17 +121,15 @@ impl Event {
             original: r.opt_string("original")?,
         };
         let message = r.opt_string("message")?;
-        let threat = if r.present("threat")? {
-            Some(Threat {
+        let threat = r.optional("threat", |r| {
+            Ok(Threat {
                 indicator: ThreatIndicator {
                     kind: r.string("type")?,
                     matched: r.string("matched")?,
                     matched_field: r.string("matched_field")?,
                 },
             })
-        } else {
-            None
-        };
+        })?;
         let labels = r.map("labels")?;
         let fields = r.map("fields")?;
         let raw_bytes = u64::try_from(r.long("raw_bytes")?).unwrap_or(0);
@@ -186,22 +180,23 @@ impl Writer<'_> {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
 
-    fn opt_str(&mut self, v: &Option<String>) {
-        if let Some(s) = v {
-            self.long(1);
-            self.str(s);
-        } else {
-            self.long(0);
+    /// A `["null", T]` union; `write` writes the `T` when there is one.
+    fn optional<T>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match v {
+            Some(x) => {
+                self.long(1);
+                write(self, x);
+            }
+            None => self.long(0),
         }
     }
 
+    fn opt_str(&mut self, v: &Option<String>) {
+        self.optional(v.as_deref(), Self::str);
+    }
+
     fn opt_long(&mut self, v: Option<i64>) {
-        if let Some(n) = v {
-            self.long(1);
-            self.long(n);
-        } else {
-            self.long(0);
-        }
+        self.optional(v, Self::long);
     }
 
     /// One block of every entry (already sorted by key: the same event
@@ -218,46 +213,24 @@ impl Writer<'_> {
     }
 
     fn endpoint(&mut self, e: &Endpoint) {
-        match e.ip {
-            Some(ip) => {
-                self.long(1);
-                self.str(&ip.to_string());
-            }
-            None => self.long(0),
-        }
+        self.optional(e.ip, |w, ip| w.str(&ip.to_string()));
         self.opt_long(e.port.map(i64::from));
-        match &e.geo {
-            Some(g) => {
-                self.long(1);
-                self.opt_str(&g.city_name);
-                self.opt_str(&g.country_iso_code);
-                match g.location {
-                    Some(l) => {
-                        self.long(1);
-                        self.double(l.lat);
-                        self.double(l.lon);
-                    }
-                    None => self.long(0),
-                }
-            }
-            None => self.long(0),
-        }
-        match &e.autonomous_system {
-            Some(a) => {
-                self.long(1);
-                self.long(i64::from(a.number));
-                self.opt_str(&a.organization_name);
-            }
-            None => self.long(0),
-        }
-        match &e.asset {
-            Some(a) => {
-                self.long(1);
-                self.str(&a.owner);
-                self.str(&a.zone);
-            }
-            None => self.long(0),
-        }
+        self.optional(e.geo.as_ref(), |w, g| {
+            w.opt_str(&g.city_name);
+            w.opt_str(&g.country_iso_code);
+            w.optional(g.location, |w, l| {
+                w.double(l.lat);
+                w.double(l.lon);
+            });
+        });
+        self.optional(e.autonomous_system.as_ref(), |w, a| {
+            w.long(i64::from(a.number));
+            w.opt_str(&a.organization_name);
+        });
+        self.optional(e.asset.as_ref(), |w, a| {
+            w.str(&a.owner);
+            w.str(&a.zone);
+        });
     }
 }
 
@@ -332,30 +305,32 @@ impl Reader<'_> {
         }
     }
 
-    fn opt_string(&mut self, name: &str) -> Result<Option<String>, FromAvroError> {
+    /// A `["null", T]` union; `read` reads the `T` when there is one.
+    fn optional<T>(
+        &mut self,
+        name: &str,
+        read: impl FnOnce(&mut Self) -> Result<T, FromAvroError>,
+    ) -> Result<Option<T>, FromAvroError> {
         if self.present(name)? {
-            self.string(name).map(Some)
+            read(self).map(Some)
         } else {
             Ok(None)
         }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, FromAvroError> {
+        self.optional(name, |r| r.string(name))
     }
 
     fn opt_long(&mut self, name: &str) -> Result<Option<i64>, FromAvroError> {
-        if self.present(name)? {
-            self.long(name).map(Some)
-        } else {
-            Ok(None)
-        }
+        self.optional(name, |r| r.long(name))
     }
 
     fn opt_u16(&mut self, name: &str) -> Result<Option<u16>, FromAvroError> {
-        if !self.present(name)? {
-            return Ok(None);
-        }
-        let n = self.int(name)?;
-        u16::try_from(n)
-            .map(Some)
-            .map_err(|_| FromAvroError(format!("`{name}` {n} out of range")))
+        self.optional(name, |r| {
+            let n = r.int(name)?;
+            u16::try_from(n).map_err(|_| FromAvroError(format!("`{name}` {n} out of range")))
+        })
     }
 
     /// Blocks of entries up to an empty block; a negative count is followed
@@ -396,43 +371,32 @@ impl Reader<'_> {
             })
             .transpose()?;
         let port = self.opt_u16("port")?;
-        let geo = if self.present("geo")? {
-            let city_name = self.opt_string("city_name")?;
-            let country_iso_code = self.opt_string("country_iso_code")?;
-            let location = if self.present("location")? {
-                Some(GeoPoint {
-                    lat: self.double("lat")?,
-                    lon: self.double("lon")?,
-                })
-            } else {
-                None
-            };
-            Some(Geo {
-                city_name,
-                country_iso_code,
-                location,
+        let geo = self.optional("geo", |r| {
+            Ok(Geo {
+                city_name: r.opt_string("city_name")?,
+                country_iso_code: r.opt_string("country_iso_code")?,
+                location: r.optional("location", |r| {
+                    Ok(GeoPoint {
+                        lat: r.double("lat")?,
+                        lon: r.double("lon")?,
+                    })
+                })?,
             })
-        } else {
-            None
-        };
-        let autonomous_system = if self.present("as")? {
-            let number = self.long("number")?;
-            Some(AutonomousSystem {
+        })?;
+        let autonomous_system = self.optional("as", |r| {
+            let number = r.long("number")?;
+            Ok(AutonomousSystem {
                 number: u32::try_from(number)
                     .map_err(|_| FromAvroError(format!("AS number {number} out of range")))?,
-                organization_name: self.opt_string("organization_name")?,
+                organization_name: r.opt_string("organization_name")?,
             })
-        } else {
-            None
-        };
-        let asset = if self.present("asset")? {
-            Some(Asset {
-                owner: self.string("owner")?,
-                zone: self.string("zone")?,
+        })?;
+        let asset = self.optional("asset", |r| {
+            Ok(Asset {
+                owner: r.string("owner")?,
+                zone: r.string("zone")?,
             })
-        } else {
-            None
-        };
+        })?;
         Ok(Endpoint {
             ip,
             port,

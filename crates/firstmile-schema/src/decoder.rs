@@ -1,4 +1,6 @@
-//! Confluent-framed Avro values to Avro values of a reader schema.
+//! Confluent-framed Avro values to Avro values of a reader schema, or, for
+//! the event schema, to events (`decode_event`: data written with exactly
+//! that schema is read straight into an `Event`, without a value tree).
 //!
 //! The schema a value was written with is fetched from the registry by the id
 //! in its frame, once, and kept. Fetching is separate from decoding so a stage
@@ -49,14 +51,19 @@ pub struct Decoder {
     reader_schema: &'static Schema,
     writers: HashMap<u32, Writer>,
     unknown: usize,
+    /// The reader schema is the event schema: exact data reads directly.
+    reads_events: bool,
 }
 
 impl Decoder {
     /// Decodes values into `reader_schema` (schema resolution: fields the
     /// writer lacks take their defaults, fields the reader lacks are skipped).
     pub fn new(registry: Registry, reader_schema: Schema) -> Decoder {
+        let reads_events =
+            reader_schema.canonical_form() == firstmile_event::event_schema().canonical_form();
         Decoder {
             registry,
+            reads_events,
             // Readers borrow their schemas for their whole life; the reader
             // schema and each writer schema (a few KiB, one per id seen) are
             // kept for the life of the process.
@@ -139,12 +146,12 @@ impl Decoder {
         read_value(id, reader, datum)
     }
 
-    /// Decodes a framed event (the reader schema being the event schema).
-    /// Data written with exactly that schema is read straight into the
-    /// event; other versions go through schema resolution.
+    /// Decodes a framed event. With the event schema as the reader schema,
+    /// data written with exactly it is read straight into the event; other
+    /// versions (and other reader schemas) go through schema resolution.
     pub fn decode_event(&self, framed: &[u8]) -> Result<Event, DecodeError> {
         let (id, reader, exact, datum) = self.writer(framed)?;
-        if exact {
+        if exact && self.reads_events {
             if let Ok(event) = Event::from_avro_datum(datum) {
                 return Ok(event);
             }
