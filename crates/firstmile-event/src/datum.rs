@@ -24,13 +24,15 @@ use crate::{
 impl Event {
     /// The event's Avro datum.
     pub fn to_avro_datum(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.message.as_ref().map_or(0, String::len));
+        let mut out = Vec::new();
         self.write_avro_datum(&mut out);
         out
     }
 
     /// Appends the event's Avro datum to `out` (after a frame header, say).
     pub fn write_avro_datum(&self, out: &mut Vec<u8>) {
+        // Most events fit in this at once: one allocation, no regrowing.
+        out.reserve(256 + self.message.as_ref().map_or(0, String::len));
         let w = &mut Writer(out);
         let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
         w.str(self.event_id.hyphenated().encode_lower(&mut uuid));

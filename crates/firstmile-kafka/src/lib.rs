@@ -2,12 +2,14 @@
 //! (`topics/*.toml` planned against and applied to the broker), and the raw
 //! producer every receiver writes through.
 
+pub mod batch;
 pub mod client;
 pub mod dlq;
 pub mod lag;
 pub mod raw;
 pub mod topics;
 
+pub use batch::BatchWindow;
 pub use client::{client_config, BrokerProbe, ClientKind};
 
 use rdkafka::message::{Headers, Message, OwnedMessage};

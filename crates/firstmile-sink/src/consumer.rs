@@ -4,7 +4,7 @@
 //! written before the batch's offsets are committed.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use firstmile_config::{Kafka, SinkSettings};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
-use firstmile_kafka::{client_config, dlq, raw, ClientKind};
+use firstmile_kafka::{client_config, dlq, raw, BatchWindow, ClientKind};
 use firstmile_metrics::Component;
 
 /// A sink's settings with the defaults filled in.
@@ -111,21 +111,16 @@ impl SinkConsumer {
     /// what arrived before the input went idle for `batch_idle`.
     pub async fn poll_batch(&self) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
-        let started = Instant::now();
-        let mut last_record = started;
-        let idle = self.topics.batch_idle;
+        let mut window = BatchWindow::start(self.topics.batch, self.topics.batch_idle);
         while batch.len() < self.topics.batch_records {
-            let mut left = self.topics.batch.saturating_sub(started.elapsed());
-            if !batch.is_empty() && !idle.is_zero() {
-                left = left.min(idle.saturating_sub(last_record.elapsed()));
-            }
+            let left = window.left(!batch.is_empty());
             if left.is_zero() {
                 break;
             }
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Ok(Ok(m)) => {
                     batch.push(m.detach());
-                    last_record = Instant::now();
+                    window.record();
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "consumer"),
                 Err(_) => break,

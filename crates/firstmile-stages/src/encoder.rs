@@ -31,7 +31,6 @@ impl EventEncoder {
     /// header, without a copy.
     pub fn encode(&self, event: &Event) -> Vec<u8> {
         let mut framed = confluent_frame(self.schema_id, &[]);
-        framed.reserve(256 + event.message.as_ref().map_or(0, String::len));
         event.write_avro_datum(&mut framed);
         framed
     }

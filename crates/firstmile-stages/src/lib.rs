@@ -25,7 +25,7 @@ use firstmile_config::{Config, Delivery};
 use firstmile_kafka::dlq;
 use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
 use firstmile_kafka::raw::headers;
-use firstmile_kafka::{client_config, ClientKind};
+use firstmile_kafka::{client_config, BatchWindow, ClientKind};
 use firstmile_metrics::Component;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -396,26 +396,17 @@ fn poll_batch(
     topics: &StageTopics,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
     let mut batch = Vec::new();
-    let started = Instant::now();
-    let mut last_record = started;
+    let mut window = BatchWindow::start(topics.batch, topics.batch_idle);
     while batch.len() < topics.batch_records {
-        let mut left = topics.batch.saturating_sub(started.elapsed());
-        if !batch.is_empty() && !topics.batch_idle.is_zero() {
-            // Drained: the batch goes now rather than at `batch`.
-            let idle_left = topics.batch_idle.saturating_sub(last_record.elapsed());
-            if idle_left.is_zero() {
-                break;
-            }
-            left = left.min(idle_left);
-        }
+        let left = window.left(!batch.is_empty());
         if left.is_zero() && !batch.is_empty() {
             break;
         }
         let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)));
         if polled {
-            last_record = Instant::now();
+            window.record();
         }
-        if !polled && batch.is_empty() && started.elapsed() > topics.batch {
+        if !polled && batch.is_empty() && window.expired() {
             break;
         }
     }
