@@ -51,8 +51,8 @@ fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
 
 const N: usize = 50_000;
 
-/// Unique topics with N raw records (real Linux syslog lines, every 500th bad)
-/// and a configuration directory for the workers.
+/// Unique topics for N raw records (real Linux syslog lines, every 500th
+/// bad) and a configuration directory for the workers.
 struct Fixture {
     raw: String,
     parsed: String,
@@ -63,53 +63,17 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    let f = fixture_without_records().await;
+    f.produce_records().await;
+    f
+}
+
+/// The topics and configuration, with nothing in the raw topic yet: for a
+/// test that must arrange its group before the stream starts.
+async fn fixture_without_records() -> Fixture {
     let (raw, parsed, dlq) = (unique("raw.linux"), unique("parsed"), unique("dlq"));
     create_topics(&[&raw], 3).await;
     create_topics(&[&parsed, &dlq], 3).await;
-    let lines: Vec<Vec<u8>> = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/loghub/Linux/Linux_2k.log"),
-    )
-    .unwrap()
-    .split(|&b| b == b'\n')
-    .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
-    .filter(|l| !l.is_empty())
-    .collect();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .create()
-        .unwrap();
-    let mut bad = 0;
-    let records: Vec<(String, Vec<u8>)> = (0..N)
-        .map(|i| {
-            let value = if i % 500 == 499 {
-                bad += 1;
-                b"\xff\xfe not text".to_vec()
-            } else {
-                lines[i % lines.len()].clone()
-            };
-            (format!("linux/host-{}", i % 7), value)
-        })
-        .collect();
-    let sends: Vec<_> = records
-        .iter()
-        .map(|(key, value)| {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "firstmile.source",
-                value: Some("linux"),
-            });
-            producer.send(
-                FutureRecord::to(&raw)
-                    .key(key)
-                    .payload(value)
-                    .headers(headers),
-                Duration::from_secs(30),
-            )
-        })
-        .collect();
-    for s in futures::future::join_all(sends).await {
-        s.map_err(|(e, _)| e).unwrap();
-    }
     let dir = tempfile::tempdir().unwrap();
     let group = unique("group");
     std::fs::write(
@@ -126,13 +90,65 @@ async fn fixture() -> Fixture {
         raw,
         parsed,
         dlq,
-        bad,
+        bad: (0..N).filter(|&i| is_bad(i)).count(),
         group,
         dir,
     }
 }
 
+/// Every 500th record is not UTF-8 and must land in dlq.
+fn is_bad(i: usize) -> bool {
+    i % 500 == 499
+}
+
 impl Fixture {
+    /// Produces the N raw records: real Linux syslog lines, keyed by host.
+    async fn produce_records(&self) {
+        let lines: Vec<Vec<u8>> = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/data/loghub/Linux/Linux_2k.log"),
+        )
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .filter(|l| !l.is_empty())
+        .collect();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "20")
+            .create()
+            .unwrap();
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let value = if is_bad(i) {
+                    b"\xff\xfe not text".to_vec()
+                } else {
+                    lines[i % lines.len()].clone()
+                };
+                (format!("linux/host-{}", i % 7), value)
+            })
+            .collect();
+        let sends: Vec<_> = records
+            .iter()
+            .map(|(key, value)| {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "firstmile.source",
+                    value: Some("linux"),
+                });
+                producer.send(
+                    FutureRecord::to(&self.raw)
+                        .key(key)
+                        .payload(value)
+                        .headers(headers),
+                    Duration::from_secs(30),
+                )
+            })
+            .collect();
+        for s in futures::future::join_all(sends).await {
+            s.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
     fn written(&self) -> i64 {
         written(&self.parsed) + written(&self.dlq)
     }
@@ -256,12 +272,16 @@ async fn sigkilled_parse_workers_lose_and_duplicate_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
-    let f = fixture().await;
-    // Two workers split the partitions; one is killed mid-stream, a third joins.
+    // The group is formed before the stream starts: a worker that joined
+    // first could otherwise take every partition and finish the stream
+    // before the second one is in (it did, on a fast machine).
+    let f = fixture_without_records().await;
     let w1 = spawn_worker(f.dir.path(), "w1");
     let w2 = spawn_worker(f.dir.path(), "w2");
     wait_for_members(&f.group, 2).await;
-    f.wait_until_written(f.written() + N as i64 / 20).await;
+    f.produce_records().await;
+    // Two workers split the partitions; one is killed mid-stream, a third joins.
+    f.wait_until_written(N as i64 / 8).await;
     // Measured just before the kill (w1 keeps working after it): the stream
     // must still be unfinished, so the kill interrupts it.
     let before_kill = f.written();
