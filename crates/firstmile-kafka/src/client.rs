@@ -24,10 +24,9 @@ pub fn client_config(kafka: &Kafka, kind: ClientKind) -> ClientConfig {
         ClientKind::Admin => &kafka.admin,
     };
     if kind == ClientKind::Consumer {
-        // librdkafka prefetches up to 64 MB per consumer by default; a
-        // process holds several consumers and batches of its own, so keep
-        // the prefetch at what a few batches need (fetch.max.bytes follows).
-        config.set("queued.max.messages.kbytes", CONSUMER_PREFETCH_KB);
+        for (key, value) in CONSUMER_DEFAULTS {
+            config.set(*key, *value);
+        }
     }
     for (key, value) in kafka.properties.iter().chain(per_kind) {
         config.set(key, value);
@@ -35,8 +34,29 @@ pub fn client_config(kafka: &Kafka, kind: ClientKind) -> ClientConfig {
     config
 }
 
-/// The consumers' default prefetch bound, in kilobytes.
-pub const CONSUMER_PREFETCH_KB: &str = "16384";
+/// What every consumer is given unless `[kafka.consumer]` or
+/// `[kafka.properties]` say otherwise: a prefetch bounded in memory.
+///
+/// librdkafka checks its prefetch limits only before a fetch, and counts
+/// them in decompressed payload bytes and records; one fetch then brings up
+/// to `max.partition.fetch.bytes` *compressed* per partition (1 MB by
+/// default), which zstd-compressed log lines turn into 20+ MB each. With the
+/// defaults, a parse worker on a backlog held every fetched record at once
+/// (heaptrack: 152 MB of decompressed batches at 500,000 records) and
+/// peaked at 266 MB; with these, at 129 MB, at the same rate (BENCHMARKS.md).
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    // Fetches of at most 256 KB compressed per partition (a larger first
+    // batch still comes whole, so no record is ever too large to read).
+    ("max.partition.fetch.bytes", "262144"),
+    // Stop fetching once this many records wait, or these kilobytes of
+    // payload (fetch.max.bytes follows the latter): several batches of a
+    // stage or sink, not the whole backlog.
+    ("queued.min.messages", "20000"),
+    ("queued.max.messages.kbytes", "16384"),
+    // With limits this close to what one batch takes, librdkafka's default
+    // 1 s pause after reaching them starved the worker between fetches.
+    ("fetch.queue.backoff.ms", "20"),
+];
 
 /// Answers whether the brokers can be reached, for `/health/ready`: one
 /// metadata request on a client of its own (the workers' clients are busy
@@ -58,5 +78,34 @@ impl BrokerProbe {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("kafka: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumers_get_a_bounded_prefetch_that_the_configuration_overrides() {
+        let mut kafka = Kafka::default();
+        let consumer = client_config(&kafka, ClientKind::Consumer);
+        for (key, value) in CONSUMER_DEFAULTS {
+            assert_eq!(consumer.get(key), Some(*value), "{key}");
+        }
+        assert_eq!(
+            client_config(&kafka, ClientKind::Producer).get("queued.min.messages"),
+            None,
+            "consumer settings stay off producers"
+        );
+        kafka
+            .properties
+            .insert("fetch.queue.backoff.ms".into(), "100".into());
+        kafka
+            .consumer
+            .insert("max.partition.fetch.bytes".into(), "1048576".into());
+        let consumer = client_config(&kafka, ClientKind::Consumer);
+        assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("100"));
+        assert_eq!(consumer.get("max.partition.fetch.bytes"), Some("1048576"));
+        assert_eq!(consumer.get("queued.min.messages"), Some("20000"));
     }
 }

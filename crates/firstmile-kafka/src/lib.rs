@@ -10,7 +10,7 @@ pub mod raw;
 pub mod topics;
 
 pub use batch::BatchWindow;
-pub use client::{client_config, BrokerProbe, ClientKind};
+pub use client::{client_config, BrokerProbe, ClientKind, CONSUMER_DEFAULTS};
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
