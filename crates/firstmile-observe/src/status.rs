@@ -56,6 +56,8 @@ pub struct Status {
     pub stale_after_seconds: f64,
     pub sources: Vec<SourceStatus>,
     pub workers: Vec<WorkerStatus>,
+    /// Replays started on a source (`firstmile replay`), from their groups.
+    pub replays: Vec<ReplayStatus>,
     pub targets: Vec<TargetStatus>,
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -112,6 +114,24 @@ pub struct WorkerStatus {
     committed_moved: bool,
 }
 
+/// A replay of one source, from the offsets its group
+/// `firstmile-replay-<source>` committed (a replay reads outside any live
+/// group, so it has no members to show).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReplayStatus {
+    pub source: String,
+    pub group: String,
+    pub topic: String,
+    /// Records between the committed offsets and the ends fixed when the
+    /// replay started.
+    pub left: i64,
+    /// Records replayed per second between the samples.
+    pub records_per_second: f64,
+    /// `running` (it committed between the samples), `finished` (nothing
+    /// left) or `stopped` (records left: `firstmile replay --resume` goes on).
+    pub state: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetStatus {
     /// `timescale`, `elasticsearch`.
@@ -151,6 +171,7 @@ pub async fn collect(config: &Config, options: &Options) -> Result<Status, Obser
     let taken_at = Timestamp::now();
     let workers = workers(config);
     let first = sample_groups(config, &workers).await?;
+    let first_replays = sample_replays(config).await?;
     let since = taken_at - signed(options.window);
     let (sources, dlq, targets, endpoints) = tokio::join!(
         blocking({
@@ -171,10 +192,18 @@ pub async fn collect(config: &Config, options: &Options) -> Result<Status, Obser
         }
     }
     let second = sample_groups(config, &workers).await?;
+    let second_replays = sample_replays(config).await?;
     let seconds = Timestamp::now()
         .duration_since(taken_at)
         .as_secs_f64()
         .max(0.001);
+    let replays = second_replays
+        .into_iter()
+        .map(|(key, after)| {
+            let before = first_replays.get(&key).copied();
+            replay_status(key, before, after, seconds)
+        })
+        .collect();
     let dlq = dlq?;
     let workers = workers
         .into_iter()
@@ -207,6 +236,7 @@ pub async fn collect(config: &Config, options: &Options) -> Result<Status, Obser
         stale_after_seconds: options.stale_after.as_secs_f64(),
         sources: sources?,
         workers,
+        replays,
         targets,
         endpoints,
     };
@@ -312,6 +342,76 @@ fn sample_group(
             .sum::<i64>();
     }
     Ok(sample)
+}
+
+/// Where a replay stood at one sample: records left, and the sum of its
+/// committed offsets (to see whether it moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplaySample {
+    pub left: i64,
+    pub committed: i64,
+}
+
+/// Source, replay group, raw topic.
+type ReplayKey = (String, String, String);
+
+/// Every configured source's replay progress, where a replay was started.
+/// A source whose progress cannot be read is left out (its row under
+/// SOURCE already shows what is wrong with its topic).
+async fn sample_replays(
+    config: &Config,
+) -> Result<BTreeMap<ReplayKey, ReplaySample>, ObserveError> {
+    let config = config.clone();
+    blocking(move || {
+        let mut out = BTreeMap::new();
+        for source in config.sources.keys() {
+            let Some(topic) = config.raw_topic(source) else {
+                continue;
+            };
+            let group = firstmile_replay::progress::group(source);
+            let ranges = firstmile_replay::consumer(&config, source)
+                .and_then(|c| firstmile_replay::range::committed_progress(&c, &topic));
+            match ranges {
+                Ok(ranges) if !ranges.is_empty() => {
+                    let sample = ReplaySample {
+                        left: ranges.iter().map(|r| r.len() as i64).sum(),
+                        committed: ranges.iter().map(|r| r.start).sum(),
+                    };
+                    out.insert((source.clone(), group, topic), sample);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%source, error = %e, "replay progress not read"),
+            }
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// A replay judged from two samples (`before` is missing when it started
+/// in between).
+pub fn replay_status(
+    (source, group, topic): ReplayKey,
+    before: Option<ReplaySample>,
+    after: ReplaySample,
+    seconds: f64,
+) -> ReplayStatus {
+    let moved = before.map_or(0, |b| (after.committed - b.committed).max(0));
+    let state = if after.left == 0 {
+        "finished"
+    } else if before.is_none() || moved > 0 {
+        "running"
+    } else {
+        "stopped"
+    };
+    ReplayStatus {
+        source,
+        group,
+        topic,
+        left: after.left,
+        records_per_second: moved as f64 / seconds,
+        state: state.to_string(),
+    }
 }
 
 fn sources(
@@ -668,6 +768,28 @@ pub fn render(status: &Status) -> String {
             }
         }
     }
+    if !status.replays.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nREPLAY{:<18} {:>10} {:>10}  STATE",
+            "", "LEFT", "RECORDS/S"
+        );
+        for r in &status.replays {
+            let _ = write!(
+                out,
+                "{:<24} {:>10} {:>10.1}  {}",
+                r.source, r.left, r.records_per_second, r.state
+            );
+            if r.state == "stopped" {
+                let _ = write!(
+                    out,
+                    " (to go on: firstmile replay --source {} --resume)",
+                    r.source
+                );
+            }
+            out.push('\n');
+        }
+    }
     let _ = writeln!(
         out,
         "\nTARGET{:<18} {:>16} {:>12}",
@@ -801,8 +923,53 @@ mod tests {
                     ..TargetStatus::default()
                 },
             ],
+            replays: Vec::new(),
             endpoints: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_replay_is_running_while_it_commits_finished_at_its_end_and_stopped_otherwise() {
+        let key = || {
+            (
+                "linux".to_string(),
+                "firstmile-replay-linux".to_string(),
+                "raw.linux".to_string(),
+            )
+        };
+        let sample = |left, committed| ReplaySample { left, committed };
+        let running = replay_status(key(), Some(sample(900, 100)), sample(500, 500), 4.0);
+        assert_eq!((running.state.as_str(), running.left), ("running", 500));
+        assert_eq!(running.records_per_second, 100.0);
+        let started_between = replay_status(key(), None, sample(800, 200), 4.0);
+        assert_eq!(started_between.state, "running");
+        assert_eq!(started_between.records_per_second, 0.0);
+        let stopped = replay_status(key(), Some(sample(500, 500)), sample(500, 500), 4.0);
+        assert_eq!(stopped.state, "stopped");
+        let finished = replay_status(key(), Some(sample(0, 1000)), sample(0, 1000), 4.0);
+        assert_eq!(finished.state, "finished");
+
+        let mut plain = snapshot();
+        judge(&mut plain, Duration::from_secs(300));
+        let mut status = snapshot();
+        status.replays = vec![stopped, finished];
+        judge(&mut status, Duration::from_secs(300));
+        let text = render(&status);
+        assert!(
+            text.contains("stopped (to go on: firstmile replay --source linux --resume)"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("--resume").count(),
+            1,
+            "only the stopped one: {text}"
+        );
+        assert!(plain.problems() > 0);
+        assert_eq!(
+            status.problems(),
+            plain.problems(),
+            "a stopped replay is not a problem of the live pipeline"
+        );
     }
 
     #[test]

@@ -325,29 +325,55 @@ pub fn by_offsets(
 /// to the ends it fixed when it started.
 pub fn resumed(consumer: &BaseConsumer, source: &str, topic: &str) -> Result<Plan, ReplayError> {
     let retained = retained(consumer, topic)?;
-    let mut query = TopicPartitionList::new();
+    let committed = committed_ranges(consumer, topic, &retained)?;
+    let mut ranges = Vec::new();
     for r in &retained {
+        let Some(range) = committed.iter().find(|c| c.partition == r.partition) else {
+            return Err(ReplayError::NothingToResume(source.to_string()));
+        };
+        check_retained(consumer, topic, r, range.start, range.end)?;
+        ranges.push(*range);
+    }
+    Ok(plan(source, topic, ranges))
+}
+
+/// Where the replay of `topic` stands, as its group (the consumer's) last
+/// committed it: per partition, from the next offset to replay to the end
+/// fixed when it started. Empty when no replay of the topic was started.
+pub fn committed_progress(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<Vec<PartitionRange>, ReplayError> {
+    let retained = retained(consumer, topic)?;
+    committed_ranges(consumer, topic, &retained)
+}
+
+/// The partitions whose committed offset carries a replay's end.
+fn committed_ranges(
+    consumer: &BaseConsumer,
+    topic: &str,
+    retained: &[Retained],
+) -> Result<Vec<PartitionRange>, ReplayError> {
+    let mut query = TopicPartitionList::new();
+    for r in retained {
         query.add_partition(topic, r.partition);
     }
     let committed = consumer.committed_offsets(query, TIMEOUT)?;
-    let mut ranges = Vec::new();
-    for r in &retained {
-        let elem = committed.find_partition(topic, r.partition);
-        let progress = elem.as_ref().and_then(|e| match e.offset() {
-            Offset::Offset(o) => progress::end_of(e.metadata()).map(|end| (o, end)),
-            _ => None,
-        });
-        let Some((start, end)) = progress else {
-            return Err(ReplayError::NothingToResume(source.to_string()));
-        };
-        check_retained(consumer, topic, r, start, end)?;
-        ranges.push(PartitionRange {
-            partition: r.partition,
-            start,
-            end,
-        });
-    }
-    Ok(plan(source, topic, ranges))
+    Ok(retained
+        .iter()
+        .filter_map(|r| {
+            let elem = committed.find_partition(topic, r.partition)?;
+            let Offset::Offset(start) = elem.offset() else {
+                return None;
+            };
+            let end = progress::end_of(elem.metadata())?;
+            Some(PartitionRange {
+                partition: r.partition,
+                start,
+                end,
+            })
+        })
+        .collect())
 }
 
 fn check_retained(

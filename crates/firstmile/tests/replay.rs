@@ -22,6 +22,28 @@ use rdkafka::message::Message;
 mod common;
 use common::{corpus, producer, send, Scenario};
 
+/// The replay of `source` as `firstmile status --json` shows it.
+fn replay_in_status(s: &Scenario, source: &str) -> serde_json::Value {
+    let out = s
+        .command(&["status", "--json", "--sample", "1s"])
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(1),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["replays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == source)
+        .cloned()
+        .unwrap_or_else(|| panic!("no replay of {source} in {status}"))
+}
+
 /// Per raw record (partition, offset) of `topic`: how many committed events
 /// in `events` carry `version`.
 fn events_by_origin(events: &str, raw: &str, version: &str) -> BTreeMap<(i32, i64), usize> {
@@ -196,6 +218,11 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
         "interrupted mid-way: {replayed_then} of {good} replayed"
     );
 
+    // `firstmile status` shows the interrupted replay, with what is left.
+    let stopped = replay_in_status(&s, &source);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert!(stopped["left"].as_i64().unwrap() > 0, "{stopped}");
+
     let resumed = s.replay(&["--resume"]);
     eprintln!("{}", String::from_utf8_lossy(&resumed.stdout));
     assert!(
@@ -209,6 +236,12 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
         String::from_utf8_lossy(&again.stdout).contains("had finished: nothing to resume"),
         "{}",
         String::from_utf8_lossy(&again.stdout)
+    );
+    let finished = replay_in_status(&s, &source);
+    assert_eq!(
+        (&finished["state"], &finished["left"]),
+        (&serde_json::json!("finished"), &serde_json::json!(0)),
+        "{finished}"
     );
     sending.store(false, Ordering::SeqCst);
     live.await.unwrap();
