@@ -29,7 +29,10 @@ fn settings(kafka: &Kafka, group: Option<&str>) -> rdkafka::ClientConfig {
         .set("auto.offset.reset", "earliest")
         // librdkafka refuses assignments without a group id; this one is
         // never joined and never committed to.
-        .set("group.id", group.unwrap_or("firstmile-observe"));
+        .set("group.id", group.unwrap_or("firstmile-observe"))
+        // Status reads to the end of partitions that get nothing new: the
+        // broker would hold each such fetch for librdkafka's default 500 ms.
+        .set("fetch.wait.max.ms", "20");
     c
 }
 
