@@ -6,6 +6,14 @@
 use firstmile_sink_timescale::{Row, Writer};
 use firstmile_testkit::{migrated_schema, postgres_url, sample_events, timescaledb_url};
 
+/// Writes the rows in one batch; how many were inserted or replaced.
+async fn write(writer: &mut Writer, rows: &[Row]) -> u64 {
+    writer
+        .write(&rows.iter().collect::<Vec<_>>())
+        .await
+        .unwrap()
+}
+
 async fn new_rows_copied_existing_rows_replaced(url: String) {
     let (client, schema) = migrated_schema(&url, "writer").await;
     let db = firstmile_config::Database {
@@ -33,38 +41,20 @@ async fn new_rows_copied_existing_rows_replaced(url: String) {
     };
 
     let first = rows(0, "1");
-    assert_eq!(
-        writer
-            .write(&first.iter().collect::<Vec<_>>())
-            .await
-            .unwrap(),
-        100
-    );
+    assert_eq!(write(&mut writer, &first).await, 100);
     assert!(!writer.upserting(), "new rows need no upsert");
     assert_eq!(versions(&client).await, [("1".to_string(), 100)]);
 
     // The same events again, corrected: the COPY meets the rows, rolls back
     // to its savepoint, and the upsert replaces them in the same transaction.
     let again = rows(0, "2");
-    assert_eq!(
-        writer
-            .write(&again.iter().collect::<Vec<_>>())
-            .await
-            .unwrap(),
-        100
-    );
+    assert_eq!(write(&mut writer, &again).await, 100);
     assert!(writer.upserting());
     assert_eq!(versions(&client).await, [("2".to_string(), 100)]);
 
     // Meanwhile new rows take the upsert, and are written all the same.
     let more = rows(100, "2");
-    assert_eq!(
-        writer
-            .write(&more.iter().collect::<Vec<_>>())
-            .await
-            .unwrap(),
-        100
-    );
+    assert_eq!(write(&mut writer, &more).await, 100);
     assert_eq!(versions(&client).await, [("2".to_string(), 200)]);
 
     client
