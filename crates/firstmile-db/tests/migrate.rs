@@ -110,6 +110,7 @@ fn shipped() -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn migrate_on_postgres_15_creates_partitioned_tables_and_a_rollup() {
     let mut c = postgres().await;
     let s = schema("pg");
@@ -155,6 +156,7 @@ async fn migrate_on_postgres_15_creates_partitioned_tables_and_a_rollup() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn migrate_on_timescaledb_creates_a_hypertable_and_a_continuous_aggregate() {
     let mut c = timescaledb().await;
     let s = schema("ts");
@@ -209,6 +211,7 @@ async fn migrate_on_timescaledb_creates_a_hypertable_and_a_continuous_aggregate(
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_schema_keeps_its_flavour_and_applied_migrations_cannot_change() {
     let mut c = timescaledb().await;
     let s = schema("flavour");
@@ -275,6 +278,7 @@ async fn a_schema_keeps_its_flavour_and_applied_migrations_cannot_change() {
 }
 
 #[test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 fn flavour_files_must_come_in_pairs() {
     let err = group(&[("0003_x.timescaledb.sql", "SELECT 1")]).unwrap_err();
     assert!(err.to_string().contains("one flavour only"), "{err}");

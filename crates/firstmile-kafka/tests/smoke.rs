@@ -23,6 +23,7 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn produce_and_consume_through_a_consumer_group() {
     let k = kafka();
     let topic = unique("smoke");
@@ -101,6 +102,7 @@ fn registry() -> SrSettings {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn register_fetch_and_round_trip_an_avro_schema() {
     let sr = registry();
     let topic = unique("avro");
@@ -152,6 +154,7 @@ async fn register_fetch_and_round_trip_an_avro_schema() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn the_registry_refuses_an_incompatible_schema() {
     let sr = registry();
     let subject = format!("{}-value", unique("compat"));

@@ -41,6 +41,7 @@ async fn apply_dir(admin: &TopicAdmin, dir: &Path) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn apply_creates_then_is_idempotent_then_alters_in_place() {
     let admin = TopicAdmin::new(&kafka()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -191,6 +192,7 @@ async fn apply_creates_then_is_idempotent_then_alters_in_place() {
 }
 
 #[test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 fn declarations_are_validated_before_talking_to_kafka() {
     let dir = tempfile::tempdir().unwrap();
     declare(
@@ -225,6 +227,7 @@ fn declarations_are_validated_before_talking_to_kafka() {
 }
 
 #[test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 fn the_shipped_topics_are_valid_and_cover_the_pipeline() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../topics");
     let specs = load_dir(&dir).unwrap();

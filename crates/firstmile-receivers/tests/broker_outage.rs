@@ -51,6 +51,7 @@ impl Outcomes {
 const LINES_PER_REQUEST: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn acknowledged_events_survive_a_broker_outage_exactly_once() {
     let mut config = base_config();
     let topic = add_source(&mut config, "outage", 1).await;

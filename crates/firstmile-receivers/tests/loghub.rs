@@ -23,6 +23,7 @@ fn assert_same_events(system: &str, got: &[rdkafka::message::OwnedMessage]) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn http_lands_each_line_unmodified_plain_gzip_and_zstd() {
     let mut config = base_config();
     let linux = add_source(&mut config, "linux", 3).await;
@@ -100,6 +101,7 @@ async fn http_lands_each_line_unmodified_plain_gzip_and_zstd() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn syslog_tcp_newline_and_octet_counting_and_udp() {
     let mut config = base_config();
     let hdfs = add_source(&mut config, "hdfs", 3).await;
@@ -171,6 +173,7 @@ async fn syslog_tcp_newline_and_octet_counting_and_udp() {
 /// request settles its own older deliveries and succeeds (it was refused
 /// with 503 although Kafka kept up).
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn an_http_request_larger_than_the_in_flight_budget_is_accepted() {
     let mut config = base_config();
     config.ingest.max_in_flight_bytes = 64 << 10; // 64 events of up to 1 KiB
@@ -196,6 +199,7 @@ async fn an_http_request_larger_than_the_in_flight_budget_is_accepted() {
 /// More small events than the in-flight budget holds: produce settles
 /// deliveries while it waits for budget (it once waited forever).
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn produce_outlasts_a_full_in_flight_budget() {
     let mut config = base_config();
     config.ingest.max_in_flight_bytes = 64 << 10; // 64 events of up to 1 KiB
@@ -224,6 +228,7 @@ async fn produce_outlasts_a_full_in_flight_budget() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn produce_sends_a_file_with_multiline_joining() {
     let mut config = base_config();
     let android = add_source(&mut config, "android", 3).await;

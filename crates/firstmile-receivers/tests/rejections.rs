@@ -10,6 +10,7 @@ use firstmile_config::SyslogProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn http_refuses_unknown_sources_bad_tokens_oversize_and_bad_encodings() {
     let mut config = base_config();
     let topic = add_source(&mut config, "secure", 1).await;
@@ -144,6 +145,7 @@ async fn http_refuses_unknown_sources_bad_tokens_oversize_and_bad_encodings() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn garbage_tcp_framing_closes_that_connection_only() {
     let mut config = base_config();
     let topic = add_source(&mut config, "syslog", 1).await;
@@ -200,6 +202,7 @@ async fn garbage_tcp_framing_closes_that_connection_only() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn every_udp_datagram_is_either_stored_or_counted_as_dropped() {
     let mut config = base_config();
     let topic = add_source(&mut config, "flood", 3).await;
@@ -270,6 +273,7 @@ async fn every_udp_datagram_is_either_stored_or_counted_as_dropped() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn requests_beyond_the_concurrency_limit_wait_then_get_503() {
     let mut config = base_config();
     add_source(&mut config, "slow", 1).await;

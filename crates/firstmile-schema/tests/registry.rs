@@ -16,6 +16,7 @@ fn registry(url: Option<&str>) -> Registry {
 const SHIPPED: &str = include_str!("../../../topics/events.avsc");
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn check_then_register_then_evolve_the_event_schema() {
     let r = registry(None);
     let subject = value_subject(&firstmile_testkit::unique("schemas"));
@@ -68,6 +69,7 @@ async fn check_then_register_then_evolve_the_event_schema() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn invalid_schemas_and_outages_are_told_apart() {
     let r = registry(None);
     let err = r
@@ -95,6 +97,7 @@ fn down() -> Registry {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn decoder_fetches_writer_schemas_by_id_and_sorts_bad_values_by_kind() {
     use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;
@@ -154,6 +157,7 @@ async fn decoder_fetches_writer_schemas_by_id_and_sorts_bad_values_by_kind() {
 /// versions through resolution; both give the same event, and bad data keeps
 /// its dead-letter kind (the bytes: `avro_decode`; the value: `invalid_event`).
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn decode_event_gives_the_same_event_from_the_exact_schema_and_an_older_one() {
     use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;

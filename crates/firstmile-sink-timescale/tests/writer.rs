@@ -64,11 +64,13 @@ async fn new_rows_copied_existing_rows_replaced(url: String) {
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn postgres_new_rows_copied_existing_rows_replaced() {
     new_rows_copied_existing_rows_replaced(postgres_url()).await;
 }
 
 #[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn timescaledb_new_rows_copied_existing_rows_replaced() {
     new_rows_copied_existing_rows_replaced(timescaledb_url()).await;
 }

@@ -78,6 +78,7 @@ fn events_by_origin(events: &str, raw: &str, version: &str) -> BTreeMap<(i32, i6
 const BAD_EVERY: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
     let s = Scenario::create("replay").await;
     let (source, raw, events, dlq, schema, es_url, prefix) = (
@@ -309,6 +310,7 @@ async fn a_replay_corrects_both_sinks_while_live_traffic_goes_on() {
 /// Records retention already deleted: the replay refuses, naming the oldest
 /// record left, and the start it suggests works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_range_retention_deleted_is_refused_with_the_oldest_record_left() {
     let source = format!("gone{}", std::process::id());
     let (raw, events, dlq) = (unique("raw.gone"), unique("events"), unique("dlq"));

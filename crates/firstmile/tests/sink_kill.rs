@@ -91,6 +91,7 @@ async fn kill_three_times(name: &str, env: &[(String, String)], count: Count<'_>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_sigkilled_timescale_sink_ends_with_exactly_one_row_per_event() {
     let url = postgres_url();
     let (client, schema) = migrated_schema(&url, "kill").await;
@@ -116,6 +117,7 @@ async fn a_sigkilled_timescale_sink_ends_with_exactly_one_row_per_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_sigkilled_elasticsearch_sink_ends_with_exactly_one_document_per_event() {
     let url = elasticsearch_url();
     let prefix = unique("kill").replace('.', "-").to_lowercase();

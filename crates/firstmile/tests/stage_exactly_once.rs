@@ -248,6 +248,7 @@ impl Fixture {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn sigkilled_parse_workers_lose_and_duplicate_nothing() {
     let f = fixture().await;
     // Kill the worker three times mid-stream, then let a fresh one finish.
@@ -271,6 +272,7 @@ async fn sigkilled_parse_workers_lose_and_duplicate_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
     // The group is formed before the stream starts: a worker that joined
     // first could otherwise take every partition and finish the stream
@@ -300,6 +302,7 @@ async fn workers_joining_and_leaving_the_group_lose_and_duplicate_nothing() {
 /// committed offsets. Records polled before it must not be written (their
 /// new owner, or the same member re-reading, writes them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_rebalance_in_the_middle_of_a_batch_duplicates_nothing() {
     let f = fixture().await;
     // Batches that last 15 s, so the second member's join lands inside w1's
@@ -345,6 +348,7 @@ async fn wait_for_members(group: &str, members: usize) {
 /// SIGKILLs, every input is there at least once; duplicates are allowed and
 /// carry the same event_id, which is what the idempotent sinks key on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn at_least_once_workers_lose_nothing_when_killed() {
     let f = fixture().await;
     let env = [("FIRSTMILE_STAGES__PARSE__DELIVERY", "at_least_once")];
