@@ -12,6 +12,7 @@
 //! Pure logic: the caller reads the file and passes the environment.
 
 mod model;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use toml::de::{DeTable, DeValue};
 use toml::{Table, Value};
 
 pub use model::*;
+pub use topology::*;
 
 /// Prefix of every firstmile environment variable.
 pub const ENV_PREFIX: &str = "FIRSTMILE_";

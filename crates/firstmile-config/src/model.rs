@@ -65,7 +65,7 @@ impl Default for SinkSettings {
             input: None,
             group: None,
             instance_id: None,
-            dlq: "dlq".into(),
+            dlq: crate::DEFAULT_DLQ_TOPIC.into(),
             batch_records: 5000,
             batch_ms: 1000,
             batch_idle_ms: 50,
@@ -117,7 +117,9 @@ pub enum Delivery {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stage {
-    /// Input topics (`enrich` only; `parse` reads its sources' raw topics).
+    /// Input topic, or a list of them (`enrich` only; `parse` reads its
+    /// sources' raw topics).
+    #[serde(deserialize_with = "one_or_many")]
     pub input: Vec<String>,
     pub output: Option<String>,
     pub dlq: String,
@@ -141,7 +143,7 @@ impl Default for Stage {
         Stage {
             input: Vec::new(),
             output: None,
-            dlq: "dlq".into(),
+            dlq: crate::DEFAULT_DLQ_TOPIC.into(),
             group: None,
             instance_id: None,
             delivery: Delivery::default(),
@@ -553,11 +555,29 @@ impl Default for Metrics {
 }
 
 impl Config {
-    /// The raw topic a source lands in.
+    /// The raw topic a source lands in (as [`crate::Topology`] resolves it).
     pub fn raw_topic(&self, source: &str) -> Option<String> {
         let s = self.sources.get(source)?;
-        Some(s.topic.clone().unwrap_or_else(|| format!("raw.{source}")))
+        Some(crate::topology::raw_topic(source, s))
     }
+}
+
+/// A topic or a list of topics: `input = "t"` (and
+/// `FIRSTMILE_STAGES__ENRICH__INPUT=t`) as well as `input = ["t", "u"]`.
+fn one_or_many<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(topic) => vec![topic],
+        OneOrMany::Many(topics) => topics,
+    })
 }
 
 /// Librdkafka properties are strings; accept TOML integers and booleans too so

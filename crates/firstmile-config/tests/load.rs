@@ -175,3 +175,15 @@ fn the_shipped_example_config_is_valid() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(config.sources.contains_key("syslog"));
 }
+
+#[test]
+fn a_stage_input_is_one_topic_or_a_list_in_the_file_and_the_environment() {
+    let c = from_text("", &[("FIRSTMILE_STAGES__ENRICH__INPUT", "my.topic")]).unwrap();
+    assert_eq!(c.stages.enrich.input, ["my.topic"]);
+    let c = from_text("[stages.enrich]\ninput = \"a\"\n", &[]).unwrap();
+    assert_eq!(c.stages.enrich.input, ["a"]);
+    let c = from_text("[stages.enrich]\ninput = [\"a\", \"b\"]\n", &[]).unwrap();
+    assert_eq!(c.stages.enrich.input, ["a", "b"]);
+    let errors = from_text("[stages.enrich]\ninput = 3\n", &[]).unwrap_err();
+    assert_eq!(errors.0[0].key, "stages.enrich.input", "{errors}");
+}

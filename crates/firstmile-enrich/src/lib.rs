@@ -278,6 +278,11 @@ impl SourceRules {
         })
     }
 
+    /// The names of the drop rules, in order.
+    pub fn drop_rules(&self) -> impl Iterator<Item = &str> {
+        self.drop.iter().map(|(name, _, _)| name.as_str())
+    }
+
     /// The name of the first drop rule the event matches, if any.
     pub fn drop_rule(&self, event: &Event) -> Option<&str> {
         self.drop

@@ -11,6 +11,7 @@
 
 mod avro;
 mod datum;
+mod dead_letter;
 mod mapping;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use avro::{event_schema, FromAvroError, EVENT_SCHEMA};
+pub use dead_letter::DeadLetterKind;
 pub use mapping::{from_fields, MappingError};
 
 /// Namespace of firstmile's event ids (a fixed, random UUID).

@@ -16,8 +16,8 @@ pub struct MappingError {
 
 impl MappingError {
     /// The `dlq` error kind.
-    pub fn kind(&self) -> &'static str {
-        "invalid_field"
+    pub fn kind(&self) -> crate::DeadLetterKind {
+        crate::DeadLetterKind::InvalidField
     }
 }
 

@@ -34,6 +34,41 @@ pub fn client_config(kafka: &Kafka, kind: ClientKind) -> ClientConfig {
     config
 }
 
+/// A member of the consumer group `group`, known to it as `member_id`
+/// (static membership: a restarted worker takes its partitions back at once
+/// instead of waiting out its old session), reading `read_committed` from
+/// the earliest offset where the group has none, committing its offsets
+/// itself (after the batch is durable), with librdkafka's statistics on
+/// (consumer lag). Stages and sinks build their consumers from this.
+pub fn group_member_config(kafka: &Kafka, group: &str, member_id: &str) -> ClientConfig {
+    let mut config = committed_reader(kafka, group);
+    config
+        .set("group.instance.id", member_id)
+        .set("auto.offset.reset", "earliest");
+    if config.get("session.timeout.ms").is_none() {
+        config.set("session.timeout.ms", "10000");
+    }
+    crate::lag::enable_statistics(&mut config);
+    config
+}
+
+/// A consumer that is assigned partitions and never joins a group:
+/// `read_committed`, no automatic commits. `group` names whose committed
+/// offsets it reads or commits (librdkafka wants one even to assign).
+/// Replay, its dry run, `status` and `audit` read with this.
+pub fn assigned_reader_config(kafka: &Kafka, group: &str) -> ClientConfig {
+    committed_reader(kafka, group)
+}
+
+fn committed_reader(kafka: &Kafka, group: &str) -> ClientConfig {
+    let mut config = client_config(kafka, ClientKind::Consumer);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    config
+}
+
 /// What every consumer is given unless `[kafka.consumer]` or
 /// `[kafka.properties]` say otherwise: a prefetch bounded in memory.
 ///
@@ -107,5 +142,30 @@ mod tests {
         assert_eq!(consumer.get("fetch.queue.backoff.ms"), Some("100"));
         assert_eq!(consumer.get("max.partition.fetch.bytes"), Some("1048576"));
         assert_eq!(consumer.get("queued.min.messages"), Some("20000"));
+    }
+
+    #[test]
+    fn group_members_and_assigned_readers_read_committed_and_commit_by_hand() {
+        let mut kafka = Kafka::default();
+        kafka
+            .consumer
+            .insert("session.timeout.ms".into(), "30000".into());
+        let member = group_member_config(&kafka, "g", "g-host");
+        let reader = assigned_reader_config(&kafka, "r");
+        for c in [&member, &reader] {
+            assert_eq!(c.get("isolation.level"), Some("read_committed"));
+            assert_eq!(c.get("enable.auto.commit"), Some("false"));
+            assert_eq!(c.get("max.partition.fetch.bytes"), Some("262144"));
+        }
+        assert_eq!(member.get("group.id"), Some("g"));
+        assert_eq!(member.get("group.instance.id"), Some("g-host"));
+        assert_eq!(
+            member.get("session.timeout.ms"),
+            Some("30000"),
+            "configured wins"
+        );
+        assert!(member.get("statistics.interval.ms").is_some());
+        assert_eq!(reader.get("group.id"), Some("r"));
+        assert_eq!(reader.get("group.instance.id"), None);
     }
 }

@@ -6,11 +6,15 @@ pub mod batch;
 pub mod client;
 pub mod dlq;
 pub mod lag;
+pub mod range;
 pub mod raw;
 pub mod topics;
 
 pub use batch::BatchWindow;
-pub use client::{client_config, BrokerProbe, ClientKind, CONSUMER_DEFAULTS};
+pub use client::{
+    assigned_reader_config, client_config, group_member_config, BrokerProbe, ClientKind,
+    CONSUMER_DEFAULTS,
+};
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 

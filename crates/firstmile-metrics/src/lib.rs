@@ -215,6 +215,21 @@ impl Metrics {
     }
 }
 
+/// The label sets a component knows at its start. [`Component::declare`]
+/// exports them at zero, so an alert (`rate(…discarded…[5m]) > 0`) or a
+/// dashboard panel has a series to read before the first event arrives.
+#[derive(Debug, Clone, Default)]
+pub struct KnownLabels {
+    /// Sources the component receives and sends for.
+    pub sources: Vec<String>,
+    /// `errors_total{error_type}`.
+    pub errors: Vec<String>,
+    /// `discarded_events_total{source, reason}`.
+    pub discarded: Vec<(String, String)>,
+    /// `rejected_total{reason}`.
+    pub rejected: Vec<String>,
+}
+
 /// One component's view of the metrics: the kind and id labels filled in.
 #[derive(Clone)]
 pub struct Component {
@@ -232,6 +247,54 @@ impl Component {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Creates the component's series at zero: the label sets it knows,
+    /// and the families of its kind that have no label of their own
+    /// (transactions of a stage, batch and latency histograms, in-flight
+    /// bytes of a receiver).
+    pub fn declare(&self, known: &KnownLabels) {
+        let m = &self.metrics;
+        for source in &known.sources {
+            let l = self.labels(&[source]);
+            for family in [
+                &m.received_events,
+                &m.received_bytes,
+                &m.sent_events,
+                &m.sent_bytes,
+            ] {
+                family.with_label_values(&l);
+            }
+        }
+        for error_type in &known.errors {
+            m.errors.with_label_values(&self.labels(&[error_type]));
+        }
+        for (source, reason) in &known.discarded {
+            m.discarded_events
+                .with_label_values(&self.labels(&[source, reason]));
+        }
+        for reason in &known.rejected {
+            m.rejected.with_label_values(&self.labels(&[reason]));
+        }
+        let l = self.labels(&[]);
+        match self.kind {
+            Kind::Receiver => {
+                m.in_flight_bytes.with_label_values(&l);
+                m.delivery_latency.with_label_values(&l);
+            }
+            Kind::Stage => {
+                for outcome in ["committed", "aborted"] {
+                    m.transactions.with_label_values(&self.labels(&[outcome]));
+                }
+                m.batch_events.with_label_values(&l);
+                m.write_duration.with_label_values(&l);
+            }
+            Kind::Sink => {
+                m.batch_events.with_label_values(&l);
+                m.write_duration.with_label_values(&l);
+                m.end_to_end_latency.with_label_values(&l);
+            }
+        }
     }
 
     pub fn received(&self, source: &str, events: u64, bytes: u64) {
@@ -344,5 +407,38 @@ impl Component {
             .metrics
             .consumer_lag
             .remove_label_values(&self.labels(&[group, topic, &partition]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_component_exports_its_known_series_at_zero() {
+        let metrics = Metrics::new();
+        let c = metrics.component(Kind::Stage, "parse");
+        assert!(!metrics.encode().contains("component_id=\"parse\""));
+        c.declare(&KnownLabels {
+            sources: vec!["linux".into()],
+            errors: vec!["dependency_unavailable".into()],
+            discarded: vec![("linux".into(), "dlq_no_match".into())],
+            rejected: Vec::new(),
+        });
+        let text = metrics.encode();
+        for series in [
+            "firstmile_component_received_events_total{component_id=\"parse\",component_kind=\"stage\",source=\"linux\"} 0",
+            "firstmile_component_sent_bytes_total{component_id=\"parse\",component_kind=\"stage\",source=\"linux\"} 0",
+            "firstmile_component_errors_total{component_id=\"parse\",component_kind=\"stage\",error_type=\"dependency_unavailable\"} 0",
+            "firstmile_component_discarded_events_total{component_id=\"parse\",component_kind=\"stage\",reason=\"dlq_no_match\",source=\"linux\"} 0",
+            "firstmile_component_transactions_total{component_id=\"parse\",component_kind=\"stage\",outcome=\"aborted\"} 0",
+            "firstmile_component_write_duration_seconds_count{component_id=\"parse\",component_kind=\"stage\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("firstmile_component_end_to_end_latency_seconds_count"),
+            "a stage has no end-to-end latency"
+        );
     }
 }

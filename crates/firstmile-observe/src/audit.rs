@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 
-use firstmile_config::Config;
+use firstmile_config::{Config, Topology};
 use firstmile_kafka::dlq::names as dlq_headers;
 use firstmile_kafka::header_str;
-use firstmile_replay::reader::Reader;
-use firstmile_sink::EventDecoder;
+use firstmile_kafka::range::Reader;
+use firstmile_sink::{EventDecoder, Sink};
 use jiff::Timestamp;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
@@ -22,7 +22,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::kafka::{self, consumer};
-use crate::{targets, ObserveError};
+use crate::ObserveError;
 
 /// Ids listed per sink when it misses some.
 pub const MISSING_SHOWN: usize = 10;
@@ -69,6 +69,10 @@ pub struct SinkAudit {
     pub sink: String,
     /// Events of the range the sink holds.
     pub present: u64,
+    /// Events the sink gave up on for their content: in its dead-letter
+    /// topic (stage `sink:<name>`), with the reason.
+    pub dead_lettered: u64,
+    /// Events the sink neither holds nor dead-lettered.
     pub missing_count: u64,
     /// The first [`MISSING_SHOWN`] missing `event_id`s, in order.
     pub missing: Vec<Uuid>,
@@ -78,9 +82,12 @@ pub struct SinkAudit {
 /// A source's raw records in the range: event id → (partition, offset).
 type RawIds = HashMap<Uuid, (i32, i64)>;
 
-/// Audits `sources` (every configured source when empty) over `[from, to)`.
+/// Audits `sources` (every configured source when empty) over `[from, to)`
+/// in every dead-letter topic and each of `sinks`.
 pub async fn audit(
     config: &Config,
+    topology: &Topology,
+    sinks: &[Box<dyn Sink>],
     from: Timestamp,
     to: Timestamp,
     sources: &[String],
@@ -104,17 +111,17 @@ pub async fn audit(
         sources.to_vec()
     };
     let mut expected: BTreeMap<String, (String, RawIds)> = BTreeMap::new();
-    let c = consumer(&config.kafka, None)?;
+    let c = consumer(&config.kafka, &topology.observer_group)?;
     for name in &names {
-        let Some(topic) = config.raw_topic(name) else {
+        let Some(topic) = topology.sources.get(name).map(|s| s.raw_topic.clone()) else {
             continue;
         };
-        let plan = tokio::task::block_in_place(|| {
-            firstmile_replay::range::by_time(&c, name, &topic, from, Some(to))
+        let ranges = tokio::task::block_in_place(|| {
+            firstmile_kafka::range::by_time(&c, &topic, from, Some(to))
         })?;
         let mut ids = HashMap::new();
         tokio::task::block_in_place(|| {
-            kafka::read_from(&c, &topic, &plan.ranges, u64::MAX, |m| {
+            kafka::read_from(&c, &topic, &ranges, u64::MAX, |m| {
                 let id = firstmile_event::event_id(m.topic(), m.partition(), m.offset());
                 ids.insert(id, (m.partition(), m.offset()));
             })
@@ -128,7 +135,7 @@ pub async fn audit(
 
     let mut decoder = EventDecoder::new(&config.schema_registry)
         .map_err(|e| ObserveError::Setup(e.to_string()))?;
-    let events_topic = config.stages.enrich.output.as_deref().unwrap_or("events");
+    let events_topic = topology.events_topic();
     let mut with_event: HashSet<Uuid> = HashSet::new();
     scan_since(&c, events_topic, from, &mut decoder, |_, decoded| {
         if let Some(id) = decoded.map(|e| e.event_id) {
@@ -139,20 +146,24 @@ pub async fn audit(
     })
     .await?;
     let mut with_dead_letter: HashSet<Uuid> = HashSet::new();
-    scan_since(
-        &c,
-        &config.stages.parse.dlq,
-        from,
-        &mut decoder,
-        |m, decoded| {
+    // By the stage or sink that gave up (`firstmile.dlq.stage`).
+    let mut dead_letters_by: HashMap<String, HashSet<Uuid>> = HashMap::new();
+    for dlq in topology.dlq_topics() {
+        scan_since(&c, dlq, from, &mut decoder, |m, decoded| {
             if let Some(id) = dead_letter_id(m, decoded.map(|e| e.event_id)) {
                 if all.contains(&id) {
                     with_dead_letter.insert(id);
+                    let by = header_str(m, dlq_headers::STAGE).unwrap_or("unknown");
+                    dead_letters_by
+                        .entry(by.to_string())
+                        .or_default()
+                        .insert(id);
                 }
             }
-        },
-    )
-    .await?;
+        })
+        .await?;
+    }
+    let no_dead_letters = HashSet::new();
 
     let mut report = AuditReport {
         from,
@@ -176,10 +187,7 @@ pub async fn audit(
             .map(|(_, at)| *at)
             .collect();
         unaccounted.sort_unstable();
-        let (ts, es) = tokio::join!(
-            targets::timescale_present(config, &events),
-            targets::elasticsearch_present(config, &events)
-        );
+        let held = futures::future::join_all(sinks.iter().map(|s| s.holds(&events))).await;
         report.sources.push(SourceAudit {
             source: name.clone(),
             topic: topic.clone(),
@@ -192,31 +200,38 @@ pub async fn audit(
                 .take(MISSING_SHOWN)
                 .map(|(p, o)| format!("{topic}:{p}:{o}"))
                 .collect(),
-            sinks: vec![
-                sink_audit("timescale", &events, ts),
-                sink_audit("elasticsearch", &events, es),
-            ],
+            sinks: sinks
+                .iter()
+                .zip(held)
+                .map(|(sink, held)| {
+                    let given_up = dead_letters_by
+                        .get(&sink.name().worker())
+                        .unwrap_or(&no_dead_letters);
+                    sink_audit(sink.name().as_str(), &events, held, given_up)
+                })
+                .collect(),
         });
     }
     Ok(report)
 }
 
-/// Compares the events a sink should hold with what it holds. Pure.
+/// Compares the events a sink should hold with what it holds and what it
+/// dead-lettered. Pure.
 pub fn sink_audit(
     sink: &str,
     events: &[Uuid],
     present: Result<HashSet<Uuid>, String>,
+    dead_lettered: &HashSet<Uuid>,
 ) -> SinkAudit {
     match present {
         Ok(present) => {
-            let missing: Vec<Uuid> = events
-                .iter()
-                .filter(|id| !present.contains(id))
-                .copied()
-                .collect();
+            let absent = events.iter().filter(|id| !present.contains(id));
+            let (given_up, missing): (Vec<Uuid>, Vec<Uuid>) =
+                absent.partition(|id| dead_lettered.contains(id));
             SinkAudit {
                 sink: sink.into(),
-                present: (events.len() - missing.len()) as u64,
+                present: (events.len() - missing.len() - given_up.len()) as u64,
+                dead_lettered: given_up.len() as u64,
                 missing_count: missing.len() as u64,
                 missing: missing.into_iter().take(MISSING_SHOWN).collect(),
                 error: None,
@@ -225,6 +240,7 @@ pub fn sink_audit(
         Err(e) => SinkAudit {
             sink: sink.into(),
             present: 0,
+            dead_lettered: 0,
             missing_count: 0,
             missing: Vec::new(),
             error: Some(e),
@@ -253,7 +269,8 @@ async fn scan_since(
     decoder: &mut EventDecoder,
     mut each: impl FnMut(&OwnedMessage, Option<&firstmile_event::Event>),
 ) -> Result<(), ObserveError> {
-    let ranges = tokio::task::block_in_place(|| firstmile_replay::range::since(c, topic, since))?;
+    let ranges =
+        tokio::task::block_in_place(|| firstmile_kafka::range::since_if_any(c, topic, since))?;
     let mut reader = Reader::start(c, topic, &ranges)?;
     let stop = AtomicBool::new(false);
     while !reader.all_done() {
@@ -320,7 +337,16 @@ pub fn render(report: &AuditReport) -> String {
         for k in &s.sinks {
             if let Some(e) = &k.error {
                 let _ = writeln!(out, "\n{}: {} could not be checked: {e}", s.source, k.sink);
-            } else if k.missing_count > 0 {
+                continue;
+            }
+            if k.dead_lettered > 0 {
+                let _ = writeln!(
+                    out,
+                    "\n{}: {} refused {} event(s) for their content: in its dead-letter topic with the reason",
+                    s.source, k.sink, k.dead_lettered
+                );
+            }
+            if k.missing_count > 0 {
                 let ids: Vec<String> = k.missing.iter().map(Uuid::to_string).collect();
                 let _ = writeln!(
                     out,
@@ -353,16 +379,23 @@ mod tests {
     fn a_sink_misses_what_it_does_not_hold_first_few_listed() {
         let events: Vec<Uuid> = (0..20u128).map(Uuid::from_u128).collect();
         let present: HashSet<Uuid> = events.iter().skip(8).copied().collect();
-        let a = sink_audit("timescale", &events, Ok(present));
+        let none = HashSet::new();
+        let a = sink_audit("timescale", &events, Ok(present.clone()), &none);
         assert_eq!(a.present, 12);
         assert_eq!(a.missing_count, 8);
         assert_eq!(a.missing, events[..8].to_vec());
 
+        // Of the 8 absent, 3 were dead-lettered by the sink: not missing.
+        let given_up: HashSet<Uuid> = events[2..5].iter().copied().collect();
+        let a = sink_audit("timescale", &events, Ok(present), &given_up);
+        assert_eq!((a.present, a.dead_lettered, a.missing_count), (12, 3, 5));
+        assert_eq!(a.missing, [&events[..2], &events[5..8]].concat());
+
         let all: HashSet<Uuid> = events.iter().copied().collect();
-        let a = sink_audit("elasticsearch", &events, Ok(all));
+        let a = sink_audit("elasticsearch", &events, Ok(all), &none);
         assert_eq!((a.present, a.missing_count), (20, 0));
 
-        let a = sink_audit("timescale", &events, Err("database: refused".into()));
+        let a = sink_audit("timescale", &events, Err("database: refused".into()), &none);
         assert_eq!(a.error.as_deref(), Some("database: refused"));
     }
 
@@ -379,6 +412,7 @@ mod tests {
             sinks: vec![SinkAudit {
                 sink: "timescale".into(),
                 present: 10 - missing_count,
+                dead_lettered: 0,
                 missing_count,
                 missing: Vec::new(),
                 error: None,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use firstmile_config::Kafka;
-use firstmile_kafka::{client_config, ClientKind};
+use firstmile_kafka::assigned_reader_config;
+use firstmile_kafka::range::{PartitionRange, Reader};
 use jiff::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -17,19 +18,14 @@ use crate::ObserveError;
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `read_committed` consumer that never joins a group (it is assigned
-/// partitions); with `group`, it can read that group's committed offsets.
-pub(crate) fn consumer(kafka: &Kafka, group: Option<&str>) -> Result<BaseConsumer, ObserveError> {
+/// partitions); `group` is the group whose committed offsets it reads.
+pub(crate) fn consumer(kafka: &Kafka, group: &str) -> Result<BaseConsumer, ObserveError> {
     Ok(settings(kafka, group).create()?)
 }
 
-fn settings(kafka: &Kafka, group: Option<&str>) -> rdkafka::ClientConfig {
-    let mut c = client_config(kafka, ClientKind::Consumer);
-    c.set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        // librdkafka refuses assignments without a group id; this one is
-        // never joined and never committed to.
-        .set("group.id", group.unwrap_or("firstmile-observe"))
+fn settings(kafka: &Kafka, group: &str) -> rdkafka::ClientConfig {
+    let mut c = assigned_reader_config(kafka, group);
+    c.set("auto.offset.reset", "earliest")
         // Status reads to the end of partitions that get nothing new: the
         // broker would hold each such fetch for librdkafka's default 500 ms.
         .set("fetch.wait.max.ms", "20");
@@ -54,7 +50,7 @@ impl rdkafka::ClientContext for Quiet {
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// Per partition: the oldest retained offset and the next to be written.
-pub(crate) use firstmile_replay::range::watermarks;
+pub(crate) use firstmile_kafka::range::watermarks;
 
 /// Per partition, the first offset at or after `at` (the high watermark
 /// where there is none).
@@ -146,13 +142,14 @@ pub(crate) fn group_members(
 /// record still counts transaction markers as lag.
 pub(crate) fn caught_up(
     kafka: &Kafka,
+    group: &str,
     topic: &str,
     positions: &BTreeMap<i32, i64>,
 ) -> Result<Vec<i32>, ObserveError> {
     if positions.is_empty() {
         return Ok(Vec::new());
     }
-    let consumer: BaseConsumer<Quiet> = settings(kafka, None)
+    let consumer: BaseConsumer<Quiet> = settings(kafka, group)
         .set("enable.partition.eof", "true")
         .create_with_context(Quiet)?;
     let mut assignment = TopicPartitionList::new();
@@ -185,11 +182,11 @@ pub(crate) fn caught_up(
 pub(crate) fn read_from(
     consumer: &BaseConsumer,
     topic: &str,
-    ranges: &[firstmile_replay::range::PartitionRange],
+    ranges: &[PartitionRange],
     limit: u64,
     mut each: impl FnMut(&OwnedMessage),
 ) -> Result<bool, ObserveError> {
-    let mut reader = firstmile_replay::reader::Reader::start(consumer, topic, ranges)?;
+    let mut reader = Reader::start(consumer, topic, ranges)?;
     let mut read = 0u64;
     while !reader.all_done() {
         for m in reader.read_batch(10_000)? {
@@ -212,7 +209,7 @@ pub(crate) fn tail(
 ) -> Result<Vec<OwnedMessage>, ObserveError> {
     let ranges: Vec<_> = marks
         .iter()
-        .map(|(p, (low, high))| firstmile_replay::range::PartitionRange {
+        .map(|(p, (low, high))| PartitionRange {
             partition: *p,
             start: (*high - per_partition).max(*low),
             end: *high,

@@ -12,7 +12,6 @@ pub mod audit;
 mod kafka;
 pub mod prom;
 pub mod status;
-mod targets;
 
 pub use audit::{audit, AuditReport};
 pub use status::{collect, Options, Status};
@@ -21,8 +20,8 @@ pub use status::{collect, Options, Status};
 pub enum ObserveError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("{0}")]
-    Replay(#[from] firstmile_replay::ReplayError),
+    #[error(transparent)]
+    Range(#[from] firstmile_kafka::range::RangeError),
     #[error("{0}")]
     Target(String),
     #[error("{0}")]

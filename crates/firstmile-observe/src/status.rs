@@ -10,17 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use firstmile_config::Config;
+use firstmile_config::{Config, SourceTopology, Topology};
 use firstmile_kafka::dlq::names as dlq_headers;
 use firstmile_kafka::header_str;
-use firstmile_sink::SinkTopics;
+use firstmile_sink::{Freshness, Sink};
 use jiff::{SignedDuration, Timestamp};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::Message;
 use serde::Serialize;
 
 use crate::kafka::{self, consumer};
-use crate::targets::{self, Freshness};
 use crate::{prom, ObserveError};
 
 /// Dead letters read per status (the count says so when there were more).
@@ -171,25 +170,32 @@ pub struct ComponentTotals {
 }
 
 /// Takes a snapshot and judges it.
-pub async fn collect(config: &Config, options: &Options) -> Result<Status, ObserveError> {
+/// `sinks`: each sink's target, read for its freshness.
+pub async fn collect(
+    config: &Config,
+    topology: &Topology,
+    sinks: &[Box<dyn Sink>],
+    options: &Options,
+) -> Result<Status, ObserveError> {
     let taken_at = Timestamp::now();
-    let workers = workers(config);
+    let workers = workers(topology);
+    let observer = topology.observer_group.as_str();
     // One client lists the groups for both samples: a fresh client's first
     // group listing waits about a second for the brokers (measured).
-    let lister = Arc::new(consumer(&config.kafka, None)?);
+    let lister = Arc::new(consumer(&config.kafka, observer)?);
     let first = sample_groups(config, &workers, &lister).await?;
-    let first_replays = sample_replays(config).await?;
+    let first_replays = sample_replays(config, topology).await?;
     let since = taken_at - signed(options.window);
     let (sources, dlq, targets, endpoints) = tokio::join!(
         blocking({
-            let config = config.clone();
-            move || sources(&config, taken_at, since)
+            let (config, topology) = (config.clone(), topology.clone());
+            move || sources(&config, &topology, taken_at, since)
         }),
         blocking({
-            let config = config.clone();
-            move || dead_letters(&config, since)
+            let (config, topology) = (config.clone(), topology.clone());
+            move || dead_letters(&config, &topology, since)
         }),
-        targets(config, since),
+        targets(sinks, since),
         endpoints(&options.metrics),
     );
     let elapsed = Timestamp::now().duration_since(taken_at);
@@ -199,7 +205,7 @@ pub async fn collect(config: &Config, options: &Options) -> Result<Status, Obser
         }
     }
     let second = sample_groups(config, &workers, &lister).await?;
-    let second_replays = sample_replays(config).await?;
+    let second_replays = sample_replays(config, topology).await?;
     let seconds = Timestamp::now()
         .duration_since(taken_at)
         .as_secs_f64()
@@ -263,23 +269,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ObserveError::Setup(format!("status reader: {e}")))?
 }
 
-/// The worker groups as configured: name, group, input topics.
-fn workers(config: &Config) -> Vec<(String, String, Vec<String>)> {
-    let mut out = Vec::new();
-    for stage in ["parse", "enrich"] {
-        if let Some(t) = firstmile_stages::stage_topics(config, stage) {
-            out.push((stage.to_string(), t.group, t.inputs));
-        }
-    }
-    let events = config.stages.enrich.output.as_deref().unwrap_or("events");
-    for (name, settings) in [
-        ("timescale", &config.sinks.timescale),
-        ("elasticsearch", &config.sinks.elasticsearch),
-    ] {
-        let t = SinkTopics::new(name, settings, events);
-        out.push((format!("sink:{name}"), t.group, vec![t.input]));
-    }
-    out
+/// The worker groups: name, group, input topics.
+fn workers(topology: &Topology) -> Vec<(String, String, Vec<String>)> {
+    let stages = topology
+        .stages()
+        .map(|s| (s.name.to_string(), s.group.clone(), s.inputs.clone()));
+    let sinks = topology
+        .sinks()
+        .map(|s| (s.name.worker(), s.group.clone(), vec![s.input.clone()]));
+    stages.chain(sinks).collect()
 }
 
 /// One sample of a group: its lag, the sum of its committed offsets (to
@@ -318,7 +316,7 @@ fn sample_group(
     inputs: &[String],
 ) -> Result<GroupSample, ObserveError> {
     let (state, members) = kafka::group_members(lister, group)?;
-    let c = consumer(kafka, Some(group))?;
+    let c = consumer(kafka, group)?;
     let mut sample = GroupSample {
         lag: 0,
         committed: 0,
@@ -344,7 +342,7 @@ fn sample_group(
         // A group that read everything can still be behind the high
         // watermark by the transaction markers after its last record.
         let positions = behind.iter().map(|(p, (pos, _))| (*p, *pos)).collect();
-        let caught_up = kafka::caught_up(kafka, topic, &positions)?;
+        let caught_up = kafka::caught_up(kafka, group, topic, &positions)?;
         sample.lag += behind
             .iter()
             .filter(|(p, _)| !caught_up.contains(p))
@@ -370,10 +368,11 @@ type ReplayKey = (String, String, String);
 /// SOURCE already shows what is wrong with its topic).
 async fn sample_replays(
     config: &Config,
+    topology: &Topology,
 ) -> Result<BTreeMap<ReplayKey, ReplaySample>, ObserveError> {
-    let config = config.clone();
+    let (kafka, topology) = (config.kafka.clone(), topology.clone());
     blocking(move || {
-        let sources: Vec<&String> = config.sources.keys().collect();
+        let sources: Vec<(&String, &SourceTopology)> = topology.sources.iter().collect();
         let mut out = BTreeMap::new();
         // Each source needs a client of its own (the group is the
         // source's); a few at a time, not one after the other (about
@@ -382,7 +381,7 @@ async fn sample_replays(
             let samples: Vec<_> = std::thread::scope(|scope| {
                 let reads: Vec<_> = chunk
                     .iter()
-                    .map(|source| scope.spawn(|| replay_sample(&config, source)))
+                    .map(|(source, names)| scope.spawn(|| replay_sample(&kafka, source, names)))
                     .collect();
                 reads.into_iter().filter_map(|r| r.join().ok()).collect()
             });
@@ -393,18 +392,25 @@ async fn sample_replays(
     .await
 }
 
-fn replay_sample(config: &Config, source: &str) -> Option<(ReplayKey, ReplaySample)> {
-    let topic = config.raw_topic(source)?;
-    let ranges = firstmile_replay::consumer(config, source)
-        .and_then(|c| firstmile_replay::range::committed_progress(&c, &topic));
+fn replay_sample(
+    kafka: &firstmile_config::Kafka,
+    source: &str,
+    names: &SourceTopology,
+) -> Option<(ReplayKey, ReplaySample)> {
+    let topic = names.raw_topic.clone();
+    let ranges = consumer(kafka, &names.replay_group).and_then(|c| {
+        firstmile_kafka::range::committed_progress(&c, &topic).map_err(ObserveError::from)
+    });
     match ranges {
         Ok(ranges) if !ranges.is_empty() => {
             let sample = ReplaySample {
                 left: ranges.iter().map(|r| r.len() as i64).sum(),
                 committed: ranges.iter().map(|r| r.start).sum(),
             };
-            let group = firstmile_replay::progress::group(source);
-            Some(((source.to_string(), group, topic), sample))
+            Some((
+                (source.to_string(), names.replay_group.clone(), topic),
+                sample,
+            ))
         }
         Ok(_) => None,
         Err(e) => {
@@ -442,19 +448,17 @@ pub fn replay_status(
 
 fn sources(
     config: &Config,
+    topology: &Topology,
     now: Timestamp,
     since: Timestamp,
 ) -> Result<Vec<SourceStatus>, ObserveError> {
-    let c = consumer(&config.kafka, None)?;
+    let c = consumer(&config.kafka, &topology.observer_group)?;
     let window = now.duration_since(since).as_secs_f64().max(0.001);
     let mut out = Vec::new();
-    for name in config.sources.keys() {
-        let Some(topic) = config.raw_topic(name) else {
-            continue;
-        };
+    for (name, names) in &topology.sources {
         let mut s = SourceStatus {
             name: name.clone(),
-            topic: topic.clone(),
+            topic: names.raw_topic.clone(),
             ..SourceStatus::default()
         };
         if let Err(e) = source(&c, &mut s, now, since, window) {
@@ -492,47 +496,50 @@ fn source(
     Ok(())
 }
 
-/// Dead letters since `since`, per stage (`firstmile.dlq.stage`) and kind.
+/// Dead letters since `since` in every dead-letter topic, per stage
+/// (`firstmile.dlq.stage`) and kind.
 fn dead_letters(
     config: &Config,
+    topology: &Topology,
     since: Timestamp,
 ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, ObserveError> {
-    let c = consumer(&config.kafka, None)?;
-    let topic = &config.stages.parse.dlq;
+    let c = consumer(&config.kafka, &topology.observer_group)?;
     let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let ranges = firstmile_replay::range::since(&c, topic, since)?;
-    let complete = kafka::read_from(&c, topic, &ranges, DLQ_SCAN_LIMIT, |m| {
-        let stage = header_str(m, dlq_headers::STAGE).unwrap_or("unknown");
-        let kind = header_str(m, dlq_headers::ERROR_KIND).unwrap_or("unknown");
-        *counts
-            .entry(stage.to_string())
-            .or_default()
-            .entry(kind.to_string())
-            .or_default() += 1;
-    })?;
-    if !complete {
-        tracing::warn!(
-            limit = DLQ_SCAN_LIMIT,
-            "more dead letters in the window than status reads; counts are partial"
-        );
+    for topic in topology.dlq_topics() {
+        let ranges = firstmile_kafka::range::since_if_any(&c, topic, since)?;
+        let complete = kafka::read_from(&c, topic, &ranges, DLQ_SCAN_LIMIT, |m| {
+            let stage = header_str(m, dlq_headers::STAGE).unwrap_or("unknown");
+            let kind = header_str(m, dlq_headers::ERROR_KIND).unwrap_or("unknown");
+            *counts
+                .entry(stage.to_string())
+                .or_default()
+                .entry(kind.to_string())
+                .or_default() += 1;
+        })?;
+        if !complete {
+            tracing::warn!(
+                topic,
+                limit = DLQ_SCAN_LIMIT,
+                "more dead letters in the window than status reads; counts are partial"
+            );
+        }
     }
     Ok(counts)
 }
 
-async fn targets(config: &Config, since: Timestamp) -> Vec<TargetStatus> {
-    let (ts, es) = tokio::join!(
-        targets::timescale_freshness(config, since),
-        targets::elasticsearch_freshness(config, since)
-    );
-    [("timescale", ts), ("elasticsearch", es)]
-        .into_iter()
+async fn targets(sinks: &[Box<dyn Sink>], since: Timestamp) -> Vec<TargetStatus> {
+    let answers = futures::future::join_all(sinks.iter().map(|s| s.freshness(since))).await;
+    sinks
+        .iter()
+        .map(|s| s.name().to_string())
+        .zip(answers)
         .map(|(name, answer)| {
             let (reachable, freshness, error) = match answer {
                 Ok(f) => (true, f, None),
                 Err(e) => (false, Freshness::default(), Some(e)),
             };
             TargetStatus {
-                name: name.to_string(),
+                name,
                 reachable,
                 newest: freshness.newest,
                 recent: freshness.recent,

@@ -15,19 +15,19 @@
 pub mod access;
 pub mod apache;
 pub mod cef;
-mod chain;
 pub mod grok;
 pub mod json;
 pub mod kv;
 mod patterns;
 mod quoted;
 pub mod rfc5424;
+mod source_parser;
 pub mod syslog;
 pub mod timestamp;
 
 /// Field name → value, in the order the parser found them.
 pub type Fields = Vec<(String, String)>;
 
-pub use chain::{ChainError, Failure, SourceParser};
 pub use grok::{Grok, GrokError};
+pub use source_parser::{Failure, ParserConfigError, SourceParser};
 pub use timestamp::{TimestampError, TimestampParser};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use firstmile_config::{Parse, ParseFormat};
-use firstmile_event::{from_fields, Event, Origin};
+use firstmile_event::{from_fields, DeadLetterKind, Event, Origin};
 use jiff::Timestamp;
 
 use crate::timestamp::TimestampParser;
@@ -14,19 +14,20 @@ use crate::{access, apache, cef, json, kv, rfc5424, syslog, Fields, Grok, GrokEr
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Failure {
-    pub kind: &'static str,
+    pub kind: DeadLetterKind,
     pub message: String,
 }
 
-fn fail(kind: &'static str, message: impl Into<String>) -> Failure {
+fn fail(kind: DeadLetterKind, message: impl Into<String>) -> Failure {
     Failure {
         kind,
         message: message.into(),
     }
 }
 
+/// Why a source's `[parse]` configuration cannot make a parser.
 #[derive(Debug, thiserror::Error)]
-pub enum ChainError {
+pub enum ParserConfigError {
     #[error("patterns[{index}]: {error}")]
     Pattern { index: usize, error: GrokError },
     #[error("message_patterns[{index}]: {error}")]
@@ -50,14 +51,14 @@ pub struct SourceParser {
 }
 
 impl SourceParser {
-    pub fn new(config: &Parse) -> Result<SourceParser, ChainError> {
+    pub fn new(config: &Parse) -> Result<SourceParser, ParserConfigError> {
         let groks = config
             .patterns
             .iter()
             .enumerate()
             .map(|(index, p)| {
                 Grok::compile(p, &config.pattern_definitions)
-                    .map_err(|error| ChainError::Pattern { index, error })
+                    .map_err(|error| ParserConfigError::Pattern { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let message_groks = config
@@ -66,17 +67,18 @@ impl SourceParser {
             .enumerate()
             .map(|(index, p)| {
                 Grok::compile(p, &config.pattern_definitions)
-                    .map_err(|error| ChainError::MessagePattern { index, error })
+                    .map_err(|error| ParserConfigError::MessagePattern { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if config.format == ParseFormat::Grok && groks.is_empty() {
-            return Err(ChainError::NoPatterns);
+            return Err(ParserConfigError::NoPatterns);
         }
         Ok(SourceParser {
             format: config.format,
             groks,
             message_groks,
-            clock: TimestampParser::new(config.timezone.as_deref()).map_err(ChainError::Zone)?,
+            clock: TimestampParser::new(config.timezone.as_deref())
+                .map_err(ParserConfigError::Zone)?,
             dataset: config.dataset.clone(),
             rename: config.rename.clone(),
             max_bytes: config.max_bytes,
@@ -93,18 +95,18 @@ impl SourceParser {
     ) -> Result<Event, Failure> {
         if raw.len() > self.max_bytes {
             return Err(fail(
-                "too_large",
+                DeadLetterKind::TooLarge,
                 format!("{} bytes; the limit is {}", raw.len(), self.max_bytes),
             ));
         }
         let text = std::str::from_utf8(raw).map_err(|e| {
             fail(
-                "invalid_utf8",
+                DeadLetterKind::InvalidUtf8,
                 format!("not UTF-8 at byte {}", e.valid_up_to()),
             )
         })?;
         if text.trim().is_empty() {
-            return Err(fail("empty", "nothing but whitespace"));
+            return Err(fail(DeadLetterKind::Empty, "nothing but whitespace"));
         }
         let fields: Fields = match self.format {
             ParseFormat::Raw => vec![("message".into(), text.to_string())],
@@ -156,14 +158,14 @@ impl SourceParser {
             event.timestamp = self
                 .clock
                 .parse(&text, received_at)
-                .map_err(|e| fail("invalid_timestamp", e.to_string()))?;
+                .map_err(|e| fail(DeadLetterKind::InvalidTimestamp, e.to_string()))?;
         }
         Ok(event)
     }
 }
 
 fn no_match(what: &str) -> Failure {
-    fail("no_match", format!("the record is not {what}"))
+    fail(DeadLetterKind::NoMatch, format!("the record is not {what}"))
 }
 
 /// The timestamp as written: a `timestamp` (or `@timestamp`) field, or

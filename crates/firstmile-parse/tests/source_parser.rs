@@ -3,7 +3,7 @@
 
 use firstmile_config::{Parse, ParseFormat};
 use firstmile_event::Origin;
-use firstmile_parse::{ChainError, SourceParser};
+use firstmile_parse::{ParserConfigError, SourceParser};
 
 fn origin() -> Origin {
     Origin {
@@ -28,7 +28,10 @@ fn parser(format: ParseFormat, tweak: impl FnOnce(&mut Parse)) -> SourceParser {
 }
 
 fn kind(p: &mut SourceParser, raw: &[u8]) -> &'static str {
-    p.parse(raw, origin(), received(), "test").unwrap_err().kind
+    p.parse(raw, origin(), received(), "test")
+        .unwrap_err()
+        .kind
+        .as_str()
 }
 
 #[test]
@@ -170,13 +173,19 @@ fn configuration_errors_are_refused_up_front() {
     };
     assert!(matches!(
         SourceParser::new(&grok(&[])),
-        Err(ChainError::NoPatterns)
+        Err(ParserConfigError::NoPatterns)
     ));
     let err = SourceParser::new(&grok(&["%{INT:a}", "(?=x)x"])).unwrap_err();
-    assert!(matches!(err, ChainError::Pattern { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, ParserConfigError::Pattern { index: 1, .. }),
+        "{err}"
+    );
     let zone = Parse {
         timezone: Some("Nowhere/Land".into()),
         ..Default::default()
     };
-    assert!(matches!(SourceParser::new(&zone), Err(ChainError::Zone(_))));
+    assert!(matches!(
+        SourceParser::new(&zone),
+        Err(ParserConfigError::Zone(_))
+    ));
 }

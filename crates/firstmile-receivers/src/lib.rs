@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firstmile_config::{Config, SyslogProtocol};
-use firstmile_metrics::{Kind, Metrics};
+use firstmile_metrics::{Kind, KnownLabels, Metrics};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -57,6 +57,20 @@ pub struct Receivers {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// A receiver's metrics, its sources' series exported at zero from the start.
+fn declared(
+    metrics: &Arc<Metrics>,
+    id: &str,
+    sources: Vec<String>,
+) -> firstmile_metrics::Component {
+    let component = metrics.component(Kind::Receiver, id);
+    component.declare(&KnownLabels {
+        sources,
+        ..KnownLabels::default()
+    });
+    component
+}
+
 /// Binds every configured listener and starts serving.
 pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers, ReceiverError> {
     let shared = Shared::new(config)?;
@@ -78,9 +92,10 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
                 .local_addr()
                 .map_err(bind_error("http", &http.listen))?,
         );
+        let component = declared(metrics, "http", config.sources.keys().cloned().collect());
         let app = http::router(http::HttpState {
             shared: Arc::clone(&shared),
-            metrics: metrics.component(Kind::Receiver, "http"),
+            metrics: component,
             max_body_bytes: http.max_body_bytes,
             max_decompressed_bytes: http.max_decompressed_bytes,
             requests: Arc::new(tokio::sync::Semaphore::new(http.max_concurrent_requests)),
@@ -120,7 +135,7 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
                         .local_addr()
                         .map_err(bind_error(&what, &listener.listen))?,
                 );
-                let m = metrics.component(Kind::Receiver, "syslog-udp");
+                let m = declared(metrics, "syslog-udp", vec![listener.source.clone()]);
                 tasks.push(tokio::spawn(syslog::serve_udp(
                     socket, shared, route, m, stopped,
                 )));
@@ -134,7 +149,7 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
                     tcp.local_addr()
                         .map_err(bind_error(&what, &listener.listen))?,
                 );
-                let m = metrics.component(Kind::Receiver, "syslog-tcp");
+                let m = declared(metrics, "syslog-tcp", vec![listener.source.clone()]);
                 tasks.push(tokio::spawn(syslog::serve_tcp(
                     tcp, shared, route, m, stopped,
                 )));

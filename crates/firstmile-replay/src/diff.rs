@@ -331,7 +331,7 @@ mod tests {
 
     fn dead_letter() -> Outcome {
         Outcome::DeadLetter {
-            kind: "no_match",
+            kind: firstmile_event::DeadLetterKind::NoMatch,
             message: "no pattern matched".into(),
         }
     }

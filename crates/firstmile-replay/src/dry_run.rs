@@ -3,10 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use firstmile_config::Config;
 use firstmile_event::Event;
 use firstmile_kafka::dlq::names;
-use firstmile_kafka::{client_config, header_str, ClientKind};
+use firstmile_kafka::range::{record_at, since_if_any, Reader};
+use firstmile_kafka::{assigned_reader_config, header_str};
 use firstmile_schema::{Decoder, Registry};
 use firstmile_stages::Chain;
 use jiff::Timestamp;
@@ -14,9 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 
 use crate::diff::{Earliers, Report};
-use crate::range::{self, record_at, Plan};
-use crate::reader::Reader;
-use crate::ReplayError;
+use crate::range::Plan;
+use crate::{ReplayError, Setup};
 
 const BATCH: usize = 5_000;
 /// Earlier events read back for the examples, at most.
@@ -36,35 +35,35 @@ pub enum Phase {
 /// topics, read from the time of the range's oldest record on. Blocking
 /// (registry calls go through `runtime`).
 pub fn dry_run(
-    config: &Config,
-    consumer: &BaseConsumer,
+    setup: &Setup<'_>,
     plan: &Plan,
     chain: &mut Chain,
     runtime: &tokio::runtime::Handle,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Phase, u64),
 ) -> Result<Report, ReplayError> {
+    let Setup {
+        config,
+        topology,
+        consumer,
+    } = setup;
     let registry = Registry::new(&config.schema_registry)
         .map_err(|e| ReplayError::Setup(format!("schema registry: {e}")))?;
     let mut decoder = Decoder::new(registry, firstmile_event::event_schema());
     let mut report = Report::default();
-    let Some(since) = oldest(consumer, plan)? else {
+    let Some(since_time) = oldest(consumer, plan)? else {
         return Ok(report);
     };
     // librdkafka wants a group even to assign; this one never commits.
-    let scanner: BaseConsumer = client_config(&config.kafka, ClientKind::Consumer)
-        .set(
-            "group.id",
-            format!("{}-dry-run", crate::progress::group(&plan.source)),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let group = format!("{}-dry-run", setup.replay_group(&plan.source)?);
+    let scanner: BaseConsumer = assigned_reader_config(&config.kafka, &group).create()?;
     let mut earliers = Earliers::default();
     let mut seen = 0u64;
-    let output = chain.output().to_string();
-    for topic in [output.as_str(), config.stages.parse.dlq.as_str()] {
-        let ranges = range::since(&scanner, topic, since)?;
+    let output = topology.events_topic().to_string();
+    // Every dead-letter topic: a stage's or a sink's may be set apart.
+    let topics = std::iter::once(output.as_str()).chain(topology.dlq_topics());
+    for topic in topics {
+        let ranges = since_if_any(&scanner, topic, since_time)?;
         let mut reader = Reader::start(&scanner, topic, &ranges)?;
         while !reader.all_done() && !stop.load(Ordering::SeqCst) {
             let batch = reader.read_batch(BATCH)?;

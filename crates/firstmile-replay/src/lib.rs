@@ -6,9 +6,11 @@
 //!   a replay always terminates). Records retention already deleted are an
 //!   error naming the oldest one left, never a silent partial replay.
 //! - [`run`] reads the range outside any live consumer group and writes each
-//!   batch's events and dead letters with its progress in one transaction
-//!   ([`progress`]): stopped anywhere, `--resume` goes on exactly after the
-//!   last batch written.
+//!   batch's events and dead letters with its progress in one transaction:
+//!   the committed offsets of its own group `firstmile-replay-<source>`
+//!   (never a live stage's), each carrying the range's end in its metadata,
+//!   so stopped anywhere, `--resume` goes on exactly after the last batch
+//!   written and stops where the original run would have.
 //! - [`dry_run`] writes nothing and reports what a replay would change
 //!   ([`diff`]).
 //!
@@ -19,15 +21,35 @@
 
 pub mod diff;
 mod dry_run;
-pub mod progress;
 pub mod range;
-pub mod reader;
 mod run;
 
 pub use dry_run::{dry_run, Phase};
 pub use run::{consumer, run, Options, Summary};
 
+use firstmile_config::{Config, Topology};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
+
+/// What a replay (or its dry run) runs with: the configuration, the
+/// topology it writes and reads by, and the consumer that planned its range
+/// ([`consumer`]).
+pub struct Setup<'a> {
+    pub config: &'a Config,
+    pub topology: &'a Topology,
+    pub consumer: &'a BaseConsumer,
+}
+
+impl Setup<'_> {
+    /// The replay group of `source`: its progress and transactional id.
+    fn replay_group(&self, source: &str) -> Result<&str, ReplayError> {
+        self.topology
+            .sources
+            .get(source)
+            .map(|s| s.replay_group.as_str())
+            .ok_or_else(|| ReplayError::UnknownSource(source.to_string()))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -35,23 +57,12 @@ pub enum ReplayError {
     Kafka(#[from] KafkaError),
     #[error("{0}")]
     Stage(#[from] firstmile_stages::StageError),
-    #[error("topic {0} does not exist")]
-    NoTopic(String),
+    #[error(transparent)]
+    Range(#[from] firstmile_kafka::range::RangeError),
+    #[error("no source `{0}` is configured")]
+    UnknownSource(String),
     #[error("--offsets {0}")]
     BadOffsets(String),
-    #[error(
-        "{topic} partition {partition}: retention has already deleted {requested}; the oldest record left is offset {oldest_offset}{}. \
-         Replay what is left explicitly: --from {} (every partition) or --offsets {partition}:{oldest_offset}-",
-        oldest_time.as_ref().map(|t| format!(", received {t}")).unwrap_or_default(),
-        oldest_time.as_deref().unwrap_or("<that time>")
-    )]
-    Retention {
-        topic: String,
-        partition: i32,
-        requested: String,
-        oldest_offset: i64,
-        oldest_time: Option<String>,
-    },
     #[error("no replay of source `{0}` to resume (none started, or its progress expired)")]
     NothingToResume(String),
     #[error("another replay of source `{0}` started and took over; this one stopped (its last committed batch stands)")]

@@ -6,22 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use firstmile_config::Config;
-use firstmile_kafka::{client_config, ClientKind};
+use firstmile_config::{Config, Topology};
+use firstmile_kafka::range::{range_end_metadata, Reader};
+use firstmile_kafka::{assigned_reader_config, client_config, ClientKind};
 use firstmile_stages::{
     wait_delivered, write_outcome, Chain, DeliveryFailures, Destinations, Outcome, StageProducer,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::reader::Reader;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::progress;
 use crate::range::Plan;
-use crate::ReplayError;
+use crate::{ReplayError, Setup};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -48,12 +47,17 @@ pub struct Summary {
 /// The consumer a replay plans and reads with: its own group (for the
 /// progress offsets only; partitions are assigned, never subscribed),
 /// `read_committed`, and no silent reset when an offset is gone.
-pub fn consumer(config: &Config, source: &str) -> Result<BaseConsumer, ReplayError> {
-    let mut c = client_config(&config.kafka, ClientKind::Consumer);
-    c.set("group.id", progress::group(source))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "error");
+pub fn consumer(
+    config: &Config,
+    topology: &Topology,
+    source: &str,
+) -> Result<BaseConsumer, ReplayError> {
+    let names = topology
+        .sources
+        .get(source)
+        .ok_or_else(|| ReplayError::UnknownSource(source.to_string()))?;
+    let mut c = assigned_reader_config(&config.kafka, &names.replay_group);
+    c.set("auto.offset.reset", "error");
     Ok(c.create()?)
 }
 
@@ -61,19 +65,25 @@ pub fn consumer(config: &Config, source: &str) -> Result<BaseConsumer, ReplayErr
 /// between batches: the batch in hand is committed first). `progress` is
 /// called after each committed batch. Blocking: run it on a thread of its own.
 pub fn run(
-    config: &Config,
-    consumer: &BaseConsumer,
+    setup: &Setup<'_>,
     plan: &Plan,
     chain: &mut Chain,
     options: &Options,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, ReplayError> {
-    let group = progress::group(&plan.source);
+    // One transactional id per source: a second replay of the same source
+    // fences the first.
+    let Setup {
+        config,
+        topology,
+        consumer,
+    } = setup;
+    let group = setup.replay_group(&plan.source)?;
     let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
     producer_config
         .set("enable.idempotence", "true")
-        .set("transactional.id", &group);
+        .set("transactional.id", group);
     if producer_config.get("transaction.timeout.ms").is_none() {
         producer_config.set("transaction.timeout.ms", "60000");
     }
@@ -100,8 +110,8 @@ pub fn run(
         .map_err(|e| fenced_or(e, &plan.source))?;
 
     let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
-    let dlq = config.stages.parse.dlq.clone();
-    let output = chain.output().to_string();
+    let dlq = topology.parse.dlq.clone();
+    let output = topology.events_topic().to_string();
     let to = Destinations {
         stage: "replay",
         output: &output,
@@ -205,7 +215,7 @@ fn transact(
 
 fn set_end(offsets: &mut TopicPartitionList, topic: &str, partition: i32, end: i64) {
     if let Some(mut elem) = offsets.find_partition(topic, partition) {
-        elem.set_metadata(progress::metadata(end));
+        elem.set_metadata(range_end_metadata(end));
     }
 }
 

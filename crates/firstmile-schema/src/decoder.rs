@@ -18,6 +18,8 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use firstmile_event::Event;
 
+use firstmile_event::DeadLetterKind;
+
 use crate::{confluent_unframe, Registry, RegistryError};
 
 /// A value that cannot be decoded: bad data, for the dead-letter topic.
@@ -27,7 +29,7 @@ pub struct DecodeError {
     /// `not_avro` (no Confluent frame), `unknown_schema` (the registry has no
     /// such id), `invalid_schema`, `avro_decode` (the bytes do not match the
     /// schema, or the schema cannot be read as the reader schema).
-    pub kind: &'static str,
+    pub kind: DeadLetterKind,
     pub message: String,
 }
 
@@ -99,12 +101,12 @@ impl Decoder {
                 }
                 self.unknown += 1;
                 Writer::Bad(DecodeError {
-                    kind: "unknown_schema",
+                    kind: DeadLetterKind::UnknownSchema,
                     message: format!("schema id {id} is not in the schema registry"),
                 })
             }
             Err(RegistryError::InvalidSchema(why)) => Writer::Bad(DecodeError {
-                kind: "invalid_schema",
+                kind: DeadLetterKind::InvalidSchema,
                 message: format!("schema id {id}: {why}"),
             }),
             Err(e) => return Err(e),
@@ -116,7 +118,7 @@ impl Decoder {
     fn reader_for(&self, id: u32, text: &str) -> Writer {
         let bad = |message: String| {
             Writer::Bad(DecodeError {
-                kind: "invalid_schema",
+                kind: DeadLetterKind::InvalidSchema,
                 message,
             })
         };
@@ -160,7 +162,7 @@ impl Decoder {
         }
         let value = read_value(id, reader, datum)?;
         Event::from_avro(&value).map_err(|e| DecodeError {
-            kind: "invalid_event",
+            kind: DeadLetterKind::InvalidEvent,
             message: e.to_string(),
         })
     }
@@ -173,7 +175,7 @@ impl Decoder {
     ) -> Result<(u32, &GenericDatumReader<'static>, bool, &'a [u8]), DecodeError> {
         let Some((id, datum)) = confluent_unframe(framed) else {
             return Err(DecodeError {
-                kind: "not_avro",
+                kind: DeadLetterKind::NotAvro,
                 message: "not in Confluent wire format (magic byte 0, 4-byte schema id)".into(),
             });
         };
@@ -181,7 +183,7 @@ impl Decoder {
             Some(Writer::Known { reader, exact }) => Ok((id, reader, *exact, datum)),
             Some(Writer::Bad(e)) => Err(e.clone()),
             None => Err(DecodeError {
-                kind: "unknown_schema",
+                kind: DeadLetterKind::UnknownSchema,
                 message: format!("schema id {id} was not fetched"),
             }),
         }
@@ -194,7 +196,7 @@ fn read_value(
     mut datum: &[u8],
 ) -> Result<Value, DecodeError> {
     reader.read_value(&mut datum).map_err(|e| DecodeError {
-        kind: "avro_decode",
+        kind: DeadLetterKind::AvroDecode,
         message: format!("schema id {id}: {e}"),
     })
 }

@@ -1,7 +1,8 @@
 //! Events as Elasticsearch documents (pure): ECS field names, the index an
 //! event goes to, `_bulk` bodies, and what a `_bulk` answer says per item.
 
-use firstmile_event::{Endpoint, Event};
+use firstmile_event::{DeadLetterKind, Endpoint, Event};
+use firstmile_sink::ItemOutcome;
 use serde_json::{json, Map, Value};
 
 /// The daily index of an event: named by `received_at`, the one time no
@@ -129,17 +130,6 @@ pub fn push_index(body: &mut Vec<u8>, index: &str, id: &str, doc: &[u8]) {
     body.push(b'\n');
 }
 
-/// What became of one document of a `_bulk` request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemOutcome {
-    /// Indexed (or already there: a version conflict on our own id).
-    Done,
-    /// 429 or 5xx: send this document again later.
-    Retry(String),
-    /// The document itself was refused (mapping, parsing): `dlq`.
-    Rejected { error_type: String, reason: String },
-}
-
 /// The outcome of each item of a `_bulk` answer, in request order; `None`
 /// if the answer is not a `_bulk` answer for `n` items.
 pub fn item_outcomes(answer: &Value, n: usize) -> Option<Vec<ItemOutcome>> {
@@ -156,9 +146,12 @@ pub fn item_outcomes(answer: &Value, n: usize) -> Option<Vec<ItemOutcome>> {
             let error_type = error["type"].as_str().unwrap_or("unknown").to_string();
             let reason = error["reason"].as_str().unwrap_or("").to_string();
             Some(match status {
-                200..=299 | 409 => ItemOutcome::Done,
+                200..=299 | 409 => ItemOutcome::Written,
                 429 | 500..=599 => ItemOutcome::Retry(format!("{status} {error_type}: {reason}")),
-                _ => ItemOutcome::Rejected { error_type, reason },
+                _ => ItemOutcome::Rejected {
+                    kind: DeadLetterKind::RejectedByElasticsearch,
+                    message: format!("{error_type}: {reason}"),
+                },
             })
         })
         .collect()
@@ -215,15 +208,15 @@ mod tests {
             {"index": {"status": 400, "error": {"type": "document_parsing_exception", "reason": "failed to parse field [message]"}}},
         ]});
         let outcomes = item_outcomes(&answer, 5).unwrap();
-        assert_eq!(outcomes[0], ItemOutcome::Done);
-        assert_eq!(outcomes[1], ItemOutcome::Done);
+        assert_eq!(outcomes[0], ItemOutcome::Written);
+        assert_eq!(outcomes[1], ItemOutcome::Written);
         assert!(matches!(outcomes[2], ItemOutcome::Retry(_)));
         assert!(matches!(outcomes[3], ItemOutcome::Retry(_)));
         assert_eq!(
             outcomes[4],
             ItemOutcome::Rejected {
-                error_type: "document_parsing_exception".into(),
-                reason: "failed to parse field [message]".into()
+                kind: DeadLetterKind::RejectedByElasticsearch,
+                message: "document_parsing_exception: failed to parse field [message]".into()
             }
         );
         assert_eq!(

@@ -1,20 +1,21 @@
-//! The Elasticsearch sink: a consumer group on `events` (`read_committed`)
-//! that indexes each batch with `_bulk`, `_id = event_id`, into daily indices
-//! named by `received_at` behind an alias, so a redelivered or replayed event
-//! overwrites its document. Offsets are committed only after every document
-//! of the batch is indexed or dead-lettered.
+//! The Elasticsearch sink: events indexed with `_bulk`, `_id = event_id`,
+//! into daily indices named by `received_at` behind an alias, so a
+//! redelivered or replayed event overwrites its document. Run by the sink
+//! framework's driver (`firstmile_sink::run`), which commits the batch's
+//! offsets only after every document is indexed or dead-lettered.
 //!
-//! Per item: 429 and 5xx are sent again (only those documents, with backoff
-//! and jitter); other refusals (mapping, parsing) go to `dlq` with the error
-//! type and reason; a version conflict on our own id counts as done. A
-//! request that fails as a whole (connection refused, 401, 5xx) is an outage:
-//! retried, never dead-lettered, nothing committed meanwhile.
+//! What this crate decides: an event's document and index (`document`), the
+//! template and ILM policy (`setup`), how a batch is cut into requests, and
+//! what an answer means: per item, 429 and 5xx are "later" (retried by the
+//! driver), other refusals (mapping, parsing) the content
+//! (`rejected_by_elasticsearch`), a version conflict on our own id done; a
+//! request that fails as a whole (connection refused, 401, 5xx) means the
+//! cluster is unavailable: retried, never dead-lettered.
 
 mod document;
 mod setup;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::CertificateValidation;
@@ -22,14 +23,13 @@ use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use firstmile_config::Config;
-use firstmile_metrics::Component;
-use firstmile_sink::{
-    observe_committed, source_of, Backoff, DeadLetter, EventDecoder, SinkConsumer, SinkTopics,
-};
-use rdkafka::message::OwnedMessage;
+use firstmile_config::SinkName;
+use firstmile_event::{DeadLetterKind, Event};
+use firstmile_sink::{Freshness, ItemOutcome, Profile, Sink, StartError, Unavailable};
+use serde_json::{json, Value};
+use uuid::Uuid;
 
-pub use document::{document, index_name, item_outcomes, push_index, ItemOutcome};
+pub use document::{document, index_name, item_outcomes, push_index};
 pub use firstmile_sink::SinkError;
 pub use setup::{apply as apply_template, mappings, SetupError};
 
@@ -38,11 +38,16 @@ const BULK_DOCS: usize = 1000;
 const BULK_BYTES: usize = 5 << 20;
 /// …and this many requests in flight at once.
 const CONCURRENT_REQUESTS: usize = 2;
+/// Ids per search: Elasticsearch answers at most 10,000 hits by default.
+const IDS_PER_SEARCH: usize = 10_000;
 
 /// The client for `[elasticsearch]`: basic auth or an API key, TLS as
 /// configured, gzip request bodies if `compression`.
 pub fn client(config: &firstmile_config::Elasticsearch) -> Result<Elasticsearch, SinkError> {
-    let setup = |e: &dyn std::fmt::Display| SinkError::Setup(format!("elasticsearch: {e}"));
+    let setup = |e: &dyn std::fmt::Display| SinkError::Setup {
+        sink: SinkName::Elasticsearch,
+        message: e.to_string(),
+    };
     let url = elasticsearch::http::Url::parse(&config.url).map_err(|e| setup(&e))?;
     let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
         .request_body_compression(config.compression)
@@ -65,187 +70,189 @@ pub fn client(config: &firstmile_config::Elasticsearch) -> Result<Elasticsearch,
     Ok(Elasticsearch::new(builder.build().map_err(|e| setup(&e))?))
 }
 
-/// One document on its way: where it goes and where it came from.
-struct Doc<'a> {
+/// The daily indices of `[elasticsearch]`: written by the driver, read by
+/// readiness, `status` and `audit`.
+pub struct ElasticsearchSink {
+    es: Elasticsearch,
+    prefix: String,
+}
+
+/// One document on its way.
+struct Doc {
     index: String,
     id: String,
     body: Vec<u8>,
-    record: &'a OwnedMessage,
-    source: String,
-    received_at: jiff::Timestamp,
 }
 
-/// Runs the sink until `stop` is set (checked between batches and attempts).
-pub async fn run(config: &Config, metrics: &Component, stop: &AtomicBool) -> Result<(), SinkError> {
-    let es = client(&config.elasticsearch)?;
-    let prefix = config.elasticsearch.index_prefix.clone();
-    // The template before the first document: a daily index is created by
-    // the first document that names it, and takes the template then.
-    let mut backoff = Backoff::default();
-    loop {
-        match setup::apply(&es, &prefix).await {
+impl ElasticsearchSink {
+    pub fn new(config: &firstmile_config::Elasticsearch) -> Result<ElasticsearchSink, SinkError> {
+        Ok(ElasticsearchSink {
+            es: client(config)?,
+            prefix: config.index_prefix.clone(),
+        })
+    }
+
+    async fn search(&self, body: Value) -> Result<Value, String> {
+        let pattern = format!("{}-*", self.prefix);
+        let answer = self
+            .es
+            .search(elasticsearch::SearchParts::Index(&[&pattern]))
+            .ignore_unavailable(true)
+            .allow_no_indices(true)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("elasticsearch: {e}"))?;
+        let status = answer.status_code();
+        let answer: Value = answer
+            .json()
+            .await
+            .map_err(|e| format!("elasticsearch: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("elasticsearch: answered {status}: {answer}"));
+        }
+        Ok(answer)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for ElasticsearchSink {
+    fn profile(&self) -> &'static Profile {
+        &Profile {
+            name: SinkName::Elasticsearch,
+            unavailable_error: "elasticsearch_unavailable",
+            rejection_kinds: &[DeadLetterKind::RejectedByElasticsearch],
+        }
+    }
+
+    /// The template before the first document: a daily index is created by
+    /// the first document that names it, and takes the template then.
+    async fn start(&mut self) -> Result<(), StartError> {
+        match setup::apply(&self.es, &self.prefix).await {
             Ok(ilm) => {
-                tracing::info!(%prefix, ilm, "index template in place");
-                break;
+                tracing::info!(prefix = %self.prefix, ilm, "index template in place");
+                Ok(())
             }
-            Err(SetupError::Unavailable(why)) => {
-                tracing::warn!(error = %why, retry_in = ?backoff.current(), "elasticsearch unavailable");
-                if !backoff.wait(stop).await {
-                    return Ok(());
-                }
-            }
-            Err(e) => return Err(SinkError::Setup(e.to_string())),
+            Err(SetupError::Unavailable(why)) => Err(StartError::Unavailable(why)),
+            Err(e) => Err(StartError::Refused(e.to_string())),
         }
     }
-    let default_input = config.stages.enrich.output.as_deref().unwrap_or("events");
-    let topics = SinkTopics::new("elasticsearch", &config.sinks.elasticsearch, default_input);
-    let consumer = SinkConsumer::new(&config.kafka, topics, metrics)?;
-    let mut decoder = EventDecoder::new(&config.schema_registry)?;
 
-    while !stop.load(Ordering::SeqCst) {
-        let batch = consumer.poll_batch().await;
-        if batch.is_empty() || !decoder.prepare(&batch, stop).await {
-            continue;
-        }
-        let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut docs = Vec::with_capacity(batch.len());
-        for record in &batch {
-            match decoder.decode(record) {
-                Ok(event) => docs.push(Doc {
-                    index: index_name(&prefix, &event),
-                    id: event.event_id.to_string(),
-                    // Serializing a json! value cannot fail.
-                    body: serde_json::to_vec(&document(&event)).unwrap_or_default(),
-                    record,
-                    source: event.origin.source,
-                    received_at: event.received_at,
-                }),
-                Err((kind, message)) => dead.push((record, kind, message)),
-            }
-        }
-        // Last one wins: a batch can hold an event twice (at-least-once
-        // upstream, a replay), and its requests run concurrently, so the
-        // older copy must not be sent at all.
-        let mut latest = std::collections::HashMap::new();
-        for (i, d) in docs.iter().enumerate() {
-            latest.insert((d.index.as_str(), d.id.as_str()), i);
-        }
-        let mut keep: Vec<usize> = latest.into_values().collect();
-        keep.sort_unstable();
-        let writing = std::time::Instant::now();
-        let Some(rejected) = index_all(&es, &docs, keep.clone(), stop, metrics).await else {
-            break; // stopped before everything was indexed: nothing committed
-        };
-        let write_seconds = writing.elapsed().as_secs_f64();
-        let refused: std::collections::HashSet<usize> =
-            rejected.iter().map(|(i, _, _)| *i).collect();
-        for (i, error_type, reason) in rejected {
-            let message = format!("{error_type}: {reason}");
-            dead.push((docs[i].record, "rejected_by_elasticsearch", message));
-        }
-        if !dead.is_empty() {
-            consumer.dead_letter(&dead).await?;
-        }
-        consumer.commit(&batch);
-        report(metrics, &batch, &docs, &dead);
-        let indexed: Vec<jiff::Timestamp> = keep
+    async fn write(&mut self, events: &[&Event]) -> Result<Vec<ItemOutcome>, Unavailable> {
+        let docs: Vec<Doc> = events
             .iter()
-            .filter(|i| !refused.contains(i))
-            .map(|&i| docs[i].received_at)
+            .map(|event| Doc {
+                index: index_name(&self.prefix, event),
+                id: event.event_id.to_string(),
+                // Serializing a json! value cannot fail.
+                body: serde_json::to_vec(&document(event)).unwrap_or_default(),
+            })
             .collect();
-        observe_committed(metrics, write_seconds, &indexed);
-    }
-    tracing::info!("elasticsearch sink stopped");
-    Ok(())
-}
-
-fn report(metrics: &Component, batch: &[OwnedMessage], docs: &[Doc], dead: &[DeadLetter]) {
-    let mut received: BTreeMap<&str, u64> = BTreeMap::new();
-    for record in batch {
-        *received.entry(source_of(record)).or_default() += 1;
-    }
-    for (source, n) in received {
-        metrics.received(source, n, 0);
-    }
-    let mut sent: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for d in docs {
-        let s = sent.entry(d.source.as_str()).or_default();
-        s.0 += 1;
-        s.1 += d.body.len() as u64;
-    }
-    for (record, kind, _) in dead {
-        let source = source_of(record);
-        metrics.discarded(source, &format!("dlq_{kind}"), 1);
-        if *kind == "rejected_by_elasticsearch" {
-            if let Some(s) = sent.get_mut(source) {
-                s.0 = s.0.saturating_sub(1);
-            }
-        }
-    }
-    for (source, (n, bytes)) in sent {
-        metrics.sent(source, n, bytes);
-    }
-}
-
-/// Indexes the documents at `pending`: retries items answered 429/5xx and whole
-/// requests that failed, until each is indexed or refused. Returns the
-/// refused ones (position, error type, reason); `None` if stopped first.
-async fn index_all(
-    es: &Elasticsearch,
-    docs: &[Doc<'_>],
-    mut pending: Vec<usize>,
-    stop: &AtomicBool,
-    metrics: &Component,
-) -> Option<Vec<(usize, String, String)>> {
-    let mut rejected = Vec::new();
-    let mut backoff = Backoff::default();
-    while !pending.is_empty() {
-        let chunks = chunk(docs, &pending);
-        let mut retry = Vec::new();
+        let mut outcomes = vec![None; docs.len()];
+        let chunks = chunk(&docs);
+        let mut failed: Vec<String> = Vec::new();
         for group in chunks.chunks(CONCURRENT_REQUESTS) {
-            let answers = futures::future::join_all(group.iter().map(|c| bulk(es, docs, c))).await;
+            let answers =
+                futures::future::join_all(group.iter().map(|c| bulk(&self.es, &docs, c))).await;
             for (c, answer) in group.iter().zip(answers) {
                 match answer {
-                    Ok(outcomes) => {
-                        for (&i, outcome) in c.iter().zip(outcomes) {
-                            match outcome {
-                                ItemOutcome::Done => {}
-                                ItemOutcome::Retry(why) => {
-                                    tracing::debug!(%why, "document sent again later");
-                                    retry.push(i);
-                                }
-                                ItemOutcome::Rejected { error_type, reason } => {
-                                    rejected.push((i, error_type, reason))
-                                }
-                            }
+                    Ok(items) => {
+                        for (&i, item) in c.iter().zip(items) {
+                            outcomes[i] = Some(item);
                         }
                     }
+                    // A request that failed as a whole: these documents are
+                    // written again later, with those of any other request
+                    // that failed.
                     Err(why) => {
-                        metrics.error("elasticsearch_unavailable");
-                        tracing::warn!(error = %why, retry_in = ?backoff.current(), "bulk request failed; the batch waits");
-                        retry.extend(c.iter().copied());
+                        for &i in c {
+                            outcomes[i] = Some(ItemOutcome::Retry(why.clone()));
+                        }
+                        failed.push(why);
                     }
                 }
             }
         }
-        pending = retry;
-        if !pending.is_empty() {
-            metrics.error("bulk_item_retry");
-            if !backoff.wait(stop).await {
-                return None;
-            }
+        // Every request failed as a whole: the cluster is away, not busy.
+        if !chunks.is_empty() && failed.len() == chunks.len() {
+            return Err(Unavailable(failed.swap_remove(0)));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| ItemOutcome::Retry("not sent".into())))
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        // Cluster health, not `/`: the integ-test distribution answers 405 there.
+        let answer = self
+            .es
+            .cluster()
+            .health(elasticsearch::cluster::ClusterHealthParts::None)
+            .send()
+            .await
+            .map_err(|e| format!("elasticsearch: {e}"))?;
+        if answer.status_code().is_success() {
+            Ok(())
+        } else {
+            Err(format!("elasticsearch: answered {}", answer.status_code()))
         }
     }
-    Some(rejected)
+
+    async fn freshness(&self, since: jiff::Timestamp) -> Result<Freshness, String> {
+        let body = json!({
+            "size": 0,
+            "track_total_hits": false,
+            "aggs": {
+                "newest": {"max": {"field": "firstmile.received_at"}},
+                "recent": {"filter": {"range": {"firstmile.received_at": {"gte": since.to_string()}}}},
+            },
+        });
+        let answer = self.search(body).await?;
+        let newest = answer["aggregations"]["newest"]["value_as_string"]
+            .as_str()
+            .and_then(|s| s.parse().ok());
+        Ok(Freshness {
+            newest,
+            recent: answer["aggregations"]["recent"]["doc_count"]
+                .as_u64()
+                .unwrap_or(0),
+        })
+    }
+
+    /// By `event.id`, in any daily index.
+    async fn holds(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, String> {
+        let mut present = HashSet::new();
+        for chunk in ids.chunks(IDS_PER_SEARCH) {
+            let terms: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            let body = json!({
+                "size": IDS_PER_SEARCH,
+                "_source": false,
+                "track_total_hits": false,
+                "docvalue_fields": ["event.id"],
+                "query": {"terms": {"event.id": terms}},
+            });
+            let answer = self.search(body).await?;
+            for hit in answer["hits"]["hits"].as_array().into_iter().flatten() {
+                if let Some(id) = hit["fields"]["event.id"][0]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                {
+                    present.insert(id);
+                }
+            }
+        }
+        Ok(present)
+    }
 }
 
 /// Positions grouped into requests of at most BULK_DOCS documents and about
 /// BULK_BYTES bytes.
-fn chunk(docs: &[Doc<'_>], pending: &[usize]) -> Vec<Vec<usize>> {
+fn chunk(docs: &[Doc]) -> Vec<Vec<usize>> {
     let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
-    for &i in pending {
-        let size = docs[i].body.len() + docs[i].index.len() + 80;
+    for (i, doc) in docs.iter().enumerate() {
+        let size = doc.body.len() + doc.index.len() + 80;
         match chunks.last_mut() {
             Some(c) if c.len() < BULK_DOCS && bytes + size <= BULK_BYTES => {
                 c.push(i);
@@ -264,7 +271,7 @@ fn chunk(docs: &[Doc<'_>], pending: &[usize]) -> Vec<Vec<usize>> {
 /// whole failed (an outage).
 async fn bulk(
     es: &Elasticsearch,
-    docs: &[Doc<'_>],
+    docs: &[Doc],
     positions: &[usize],
 ) -> Result<Vec<ItemOutcome>, String> {
     let mut body = Vec::new();
@@ -293,21 +300,4 @@ async fn bulk(
         return Err(format!("HTTP {status}: {answer}"));
     }
     item_outcomes(&answer, positions.len()).ok_or_else(|| format!("not a _bulk answer: {answer}"))
-}
-
-/// Whether Elasticsearch answers, for `/health/ready`.
-pub async fn check_target(config: &firstmile_config::Elasticsearch) -> Result<(), String> {
-    let es = client(config).map_err(|e| e.to_string())?;
-    // Cluster health, not `/`: the integ-test distribution answers 405 there.
-    let answer = es
-        .cluster()
-        .health(elasticsearch::cluster::ClusterHealthParts::None)
-        .send()
-        .await
-        .map_err(|e| format!("elasticsearch: {e}"))?;
-    if answer.status_code().is_success() {
-        Ok(())
-    } else {
-        Err(format!("elasticsearch: answered {}", answer.status_code()))
-    }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use firstmile_config::Config;
 use firstmile_event::{Event, EVENT_SCHEMA};
-use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
     brokers, create_topics, dead_letters, delete_topics, produce_events, registry_url,
@@ -132,17 +131,14 @@ batch_ms = 300
 }
 
 fn start(config: Config) -> Background {
-    Background::spawn(|stop| async move {
-        let component = Metrics::new().component(Kind::Sink, "elasticsearch");
-        firstmile_sink_elasticsearch::run(&config, &component, &stop)
-            .await
-            .unwrap();
-    })
+    let sink = firstmile_sink_elasticsearch::ElasticsearchSink::new(&config.elasticsearch).unwrap();
+    Background::sink(config, sink)
 }
 
 const N: i64 = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn documents_fields_histogram_bounded_mapping_conflicts_and_redelivery() {
     let f = Fixture::new().await;
     // Each event carries a key no other has: 10,000 distinct parsed fields.
@@ -283,6 +279,7 @@ fn index_of(f: &Fixture, e: &Event) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn an_outage_mid_run_loses_and_doubles_nothing() {
     let f = Fixture::new().await;
     let target = es_url()

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use firstmile_config::Config;
 use firstmile_event::{Event, EVENT_SCHEMA};
-use firstmile_metrics::{Kind, Metrics};
 use firstmile_schema::{value_subject, Registry};
 use firstmile_testkit::{
     brokers, create_topics, dead_letters, delete_topics, migrated_schema, postgres_url,
@@ -131,12 +130,8 @@ batch_ms = 200
 }
 
 fn start(config: Config) -> Background {
-    Background::spawn(|stop| async move {
-        let component = Metrics::new().component(Kind::Sink, "timescale");
-        firstmile_sink_timescale::run(&config, &component, &stop)
-            .await
-            .unwrap();
-    })
+    let sink = firstmile_sink_timescale::TimescaleSink::new(&config.database);
+    Background::sink(config, sink)
 }
 
 fn dlq_kinds(topic: &str) -> Vec<String> {
@@ -333,11 +328,13 @@ async fn rows_values_redelivery_and_rollup(target: fn() -> String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn postgres_rows_values_redelivery_and_rollup() {
     rows_values_redelivery_and_rollup(POSTGRES).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn timescaledb_rows_values_redelivery_and_rollup() {
     rows_values_redelivery_and_rollup(TIMESCALEDB).await;
 }
@@ -345,6 +342,7 @@ async fn timescaledb_rows_values_redelivery_and_rollup() {
 /// The database goes away mid-run (connections cut, port refused) and comes
 /// back: every event lands exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_database_outage_mid_run_loses_and_doubles_nothing() {
     let f = Fixture::new(POSTGRES).await;
     let target = address(&f.db_url);

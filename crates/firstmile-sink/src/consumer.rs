@@ -6,24 +6,25 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use firstmile_config::{Kafka, SinkSettings};
+use firstmile_config::{Kafka, SinkName, SinkSettings, SinkTopology};
+use firstmile_event::DeadLetterKind;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
-use firstmile_kafka::{client_config, dlq, raw, BatchWindow, ClientKind};
+use firstmile_kafka::lag::ConsumerLag;
+use firstmile_kafka::{client_config, dlq, group_member_config, raw, BatchWindow, ClientKind};
 use firstmile_metrics::Component;
 
-/// A sink's settings with the defaults filled in.
+/// A sink's part of the topology, and its batching.
 pub struct SinkTopics {
-    /// `timescale`, `elasticsearch`: names the group and the dead letters.
-    pub name: String,
+    pub name: SinkName,
     pub input: String,
     pub group: String,
-    pub instance_id: String,
+    /// The static group membership id.
+    pub member_id: String,
     pub dlq: String,
     pub batch_records: usize,
     pub batch: Duration,
@@ -32,23 +33,13 @@ pub struct SinkTopics {
 }
 
 impl SinkTopics {
-    /// `default_input`: the enrich stage's output.
-    pub fn new(name: &str, settings: &SinkSettings, default_input: &str) -> SinkTopics {
+    pub fn new(names: &SinkTopology, settings: &SinkSettings) -> SinkTopics {
         SinkTopics {
-            name: name.into(),
-            input: settings
-                .input
-                .clone()
-                .unwrap_or_else(|| default_input.into()),
-            group: settings
-                .group
-                .clone()
-                .unwrap_or_else(|| format!("firstmile-sink-{name}")),
-            instance_id: settings
-                .instance_id
-                .clone()
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            dlq: settings.dlq.clone(),
+            name: names.name,
+            input: names.input.clone(),
+            group: names.group.clone(),
+            member_id: names.member_id.clone(),
+            dlq: names.dlq.clone(),
             batch_records: settings.batch_records.max(1),
             batch: Duration::from_millis(settings.batch_ms.max(1)),
             batch_idle: Duration::from_millis(settings.batch_idle_ms),
@@ -64,7 +55,7 @@ pub struct SinkConsumer {
 }
 
 /// A record the sink gives up on: its error kind and message.
-pub type DeadLetter<'a> = (&'a OwnedMessage, &'static str, String);
+pub type DeadLetter<'a> = (&'a OwnedMessage, DeadLetterKind, String);
 
 impl SinkConsumer {
     /// `metrics`: where the consumer lag of its partitions is reported.
@@ -73,22 +64,7 @@ impl SinkConsumer {
         topics: SinkTopics,
         metrics: &Component,
     ) -> Result<SinkConsumer, KafkaError> {
-        let mut config = client_config(kafka, ClientKind::Consumer);
-        // Static membership, as the stages: a restarted sink takes its
-        // partitions back without waiting out its old session.
-        config
-            .set("group.id", &topics.group)
-            .set(
-                "group.instance.id",
-                format!("{}-{}", topics.group, topics.instance_id),
-            )
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        if config.get("session.timeout.ms").is_none() {
-            config.set("session.timeout.ms", "10000");
-        }
-        enable_statistics(&mut config);
+        let config = group_member_config(kafka, &topics.group, &topics.member_id);
         let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
         let consumer: StreamConsumer<ConsumerLag> = config.create_with_context(lag)?;
         consumer.subscribe(&[topics.input.as_str()])?;
@@ -101,10 +77,6 @@ impl SinkConsumer {
             dead_letters,
             topics,
         })
-    }
-
-    pub fn topics(&self) -> &SinkTopics {
-        &self.topics
     }
 
     /// Up to `batch_records` records, or what arrived within `batch`, or
@@ -122,7 +94,9 @@ impl SinkConsumer {
                     batch.push(m.detach());
                     window.record();
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "consumer"),
+                Ok(Err(e)) => {
+                    tracing::warn!(sink = %self.topics.name, error = %e, "consumer error")
+                }
                 Err(_) => break,
             }
         }
@@ -132,9 +106,9 @@ impl SinkConsumer {
     /// Writes the dead letters and waits until Kafka has them (librdkafka
     /// retries through a broker outage: the batch waits, nothing is lost).
     pub async fn dead_letter(&self, dead: &[DeadLetter<'_>]) -> Result<(), KafkaError> {
-        let stage = format!("sink:{}", self.topics.name);
+        let stage = self.topics.name.worker();
         let sends = dead.iter().map(|(record, kind, message)| {
-            let headers = dlq::headers(record, &stage, kind, message);
+            let headers = dlq::headers(record, &stage, kind.as_str(), message);
             let mut out = FutureRecord::<[u8], [u8]>::to(&self.topics.dlq)
                 .payload(record.payload().unwrap_or_default())
                 .headers(headers);

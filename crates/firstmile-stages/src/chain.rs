@@ -2,7 +2,7 @@
 //! `firstmile replay` runs over a retained range of a raw topic, so a
 //! replayed record becomes exactly what the live stages would make of it now.
 
-use firstmile_config::Config;
+use firstmile_config::{Config, Topology};
 use firstmile_event::Event;
 use rdkafka::message::OwnedMessage;
 
@@ -16,9 +16,9 @@ pub struct Chain {
 impl Chain {
     /// The chain as configured; registers the event schema for the enrich
     /// stage's output. Call within a tokio runtime.
-    pub async fn new(config: &Config) -> Result<Chain, StageError> {
-        let (_, parse) = ParseStep::prepare(config).await?;
-        let (_, enrich) = EnrichStep::prepare(config).await?;
+    pub async fn new(config: &Config, topology: &Topology) -> Result<Chain, StageError> {
+        let (_, parse) = ParseStep::new(config, topology).await?;
+        let (_, enrich) = EnrichStep::new(config, topology).await?;
         Ok(Chain { parse, enrich })
     }
 

@@ -6,10 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use firstmile_config::Config;
+use firstmile_config::{Config, StageName, Topology};
 use firstmile_enrich::{Enricher, SourceRules};
+use firstmile_event::DeadLetterKind;
 use firstmile_event::Event;
 use firstmile_kafka::raw::headers;
+use firstmile_metrics::KnownLabels;
 use firstmile_schema::{Decoder, Registry};
 use rdkafka::message::{Message, OwnedMessage};
 
@@ -35,9 +37,11 @@ pub struct EnrichStep {
 impl EnrichStep {
     /// The enrich stage's topics and step: loads the enrichment data and
     /// registers the event schema for the output. Call within a tokio runtime.
-    pub async fn prepare(config: &Config) -> Result<(StageTopics, EnrichStep), StageError> {
-        let topics = crate::stage_topics(config, "enrich")
-            .ok_or_else(|| StageError::Setup("the enrich stage is unknown".into()))?;
+    pub async fn new(
+        config: &Config,
+        topology: &Topology,
+    ) -> Result<(StageTopics, EnrichStep), StageError> {
+        let topics = StageTopics::new(config, topology, StageName::Enrich);
         let mut rules = BTreeMap::new();
         for (name, source) in &config.sources {
             let r = SourceRules::new(&source.enrich)
@@ -95,6 +99,20 @@ impl Step for EnrichStep {
         header_str(record, headers::SOURCE)
             .unwrap_or("unknown")
             .to_string()
+    }
+
+    fn known_labels(&self) -> KnownLabels {
+        let mut discarded = Vec::new();
+        for (source, rules) in &self.rules {
+            let kinds = DeadLetterKind::DECODING.iter().map(|k| k.discard_reason());
+            let drops = rules.drop_rules().map(crate::drop_reason);
+            discarded.extend(kinds.chain(drops).map(|reason| (source.clone(), reason)));
+        }
+        KnownLabels {
+            sources: self.rules.keys().cloned().collect(),
+            discarded,
+            ..KnownLabels::default()
+        }
     }
 
     fn apply(&mut self, record: &OwnedMessage, _source: &str) -> Outcome {

@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firstmile_config::{Config, Delivery};
+use firstmile_config::{Config, Delivery, StageName, Topology};
+use firstmile_event::DeadLetterKind;
 use firstmile_kafka::dlq;
-use firstmile_kafka::lag::{enable_statistics, ConsumerLag};
+use firstmile_kafka::lag::ConsumerLag;
 use firstmile_kafka::raw::headers;
-use firstmile_kafka::{client_config, BatchWindow, ClientKind};
-use firstmile_metrics::Component;
+use firstmile_kafka::{client_config, group_member_config, BatchWindow, ClientKind};
+use firstmile_metrics::{Component, KnownLabels};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -54,7 +55,10 @@ pub enum Outcome {
     /// An output record value (the key is the input's).
     Output(Vec<u8>),
     /// A dead letter: the error kind and message.
-    DeadLetter { kind: &'static str, message: String },
+    DeadLetter {
+        kind: DeadLetterKind,
+        message: String,
+    },
     /// Dropped on purpose by the named rule; counted, not written.
     Dropped { rule: String },
 }
@@ -73,15 +77,49 @@ pub trait Step: Send {
     fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome;
     /// The source an input record belongs to, for metrics.
     fn source_of(&self, record: &OwnedMessage) -> String;
+    /// The sources the step reads for and the discard reasons it can count
+    /// for each ([`Outcome::discard_reason`]), exported at zero from the
+    /// start.
+    fn known_labels(&self) -> KnownLabels;
 }
 
-/// Where a stage reads and writes.
+impl Outcome {
+    /// The `discarded_events_total` reason of a dead letter or a drop.
+    pub fn discard_reason(&self) -> Option<String> {
+        match self {
+            Outcome::Output(_) => None,
+            Outcome::DeadLetter { kind, .. } => Some(kind.discard_reason()),
+            Outcome::Dropped { rule } => Some(drop_reason(rule)),
+        }
+    }
+}
+
+/// The discard reason of the drop rule `rule`.
+pub fn drop_reason(rule: &str) -> String {
+    format!("drop_rule_{rule}")
+}
+
+// The error types the stage runtime counts (`errors_total{error_type}`).
+const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
+const TRANSACTION_ABORTED: &str = "transaction_aborted";
+const DELIVERY_FAILED: &str = "delivery_failed";
+const OFFSET_COMMIT: &str = "offset_commit";
+const ERROR_TYPES: [&str; 4] = [
+    DEPENDENCY_UNAVAILABLE,
+    TRANSACTION_ABORTED,
+    DELIVERY_FAILED,
+    OFFSET_COMMIT,
+];
+
+/// Where a stage reads and writes (its part of the [`Topology`]) and how it
+/// batches and delivers.
 pub struct StageTopics {
-    pub name: String,
+    pub name: StageName,
     pub inputs: Vec<String>,
     pub output: String,
     pub dlq: String,
     pub group: String,
+    /// The transactional id, also the static group membership id.
     pub transactional_id: String,
     pub delivery: Delivery,
     pub batch_records: usize,
@@ -91,73 +129,26 @@ pub struct StageTopics {
 }
 
 impl StageTopics {
-    /// A stage's settings with its defaults filled in.
-    fn new(
-        name: &str,
-        stage: &firstmile_config::Stage,
-        inputs: Vec<String>,
-        default_output: &str,
-    ) -> StageTopics {
-        let group = stage
-            .group
-            .clone()
-            .unwrap_or_else(|| format!("firstmile-{name}"));
-        let instance = stage
-            .instance_id
-            .clone()
-            .unwrap_or_else(default_instance_id);
+    /// The stage `name` as the topology names it and its configuration
+    /// batches it.
+    pub fn new(config: &Config, topology: &Topology, name: StageName) -> StageTopics {
+        let names = topology.stage(name);
+        let stage = match name {
+            StageName::Parse => &config.stages.parse,
+            StageName::Enrich => &config.stages.enrich,
+        };
         StageTopics {
-            name: name.into(),
-            transactional_id: format!("{group}-{instance}"),
-            inputs,
-            output: stage
-                .output
-                .clone()
-                .unwrap_or_else(|| default_output.into()),
-            dlq: stage.dlq.clone(),
-            group,
+            name,
+            inputs: names.inputs.clone(),
+            output: names.output.clone(),
+            dlq: names.dlq.clone(),
+            group: names.group.clone(),
+            transactional_id: names.member_id.clone(),
             delivery: stage.delivery,
             batch_records: stage.batch_records.max(1),
             batch: Duration::from_millis(stage.batch_ms.max(1)),
             batch_idle: Duration::from_millis(stage.batch_idle_ms),
         }
-    }
-}
-
-/// The stage's topics and group as configured, without I/O: for the
-/// stages themselves and for tools that observe them (`firstmile status`).
-/// `None` for an unknown stage name.
-pub fn stage_topics(config: &Config, name: &str) -> Option<StageTopics> {
-    match name {
-        "parse" => {
-            let inputs: BTreeSet<String> = config
-                .sources
-                .keys()
-                .filter_map(|source| config.raw_topic(source))
-                .collect();
-            let inputs = inputs.into_iter().collect();
-            Some(StageTopics::new(
-                "parse",
-                &config.stages.parse,
-                inputs,
-                "parsed",
-            ))
-        }
-        "enrich" => {
-            let stage = &config.stages.enrich;
-            let inputs = if stage.input.is_empty() {
-                vec![config
-                    .stages
-                    .parse
-                    .output
-                    .clone()
-                    .unwrap_or_else(|| "parsed".into())]
-            } else {
-                stage.input.clone()
-            };
-            Some(StageTopics::new("enrich", stage, inputs, "events"))
-        }
-        _ => None,
     }
 }
 
@@ -274,19 +265,11 @@ pub fn run(
     metrics: &Component,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), StageError> {
-    let mut consumer_config = client_config(&config.kafka, ClientKind::Consumer);
-    // Static membership: a worker restarted under the same instance id takes
-    // its partitions back at once instead of waiting out its old session.
-    consumer_config
-        .set("group.id", &topics.group)
-        .set("group.instance.id", &topics.transactional_id)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
-    if consumer_config.get("session.timeout.ms").is_none() {
-        consumer_config.set("session.timeout.ms", "10000");
-    }
-    enable_statistics(&mut consumer_config);
+    let mut known = step.known_labels();
+    known.errors = ERROR_TYPES.iter().map(|e| e.to_string()).collect();
+    metrics.declare(&known);
+    let consumer_config =
+        group_member_config(&config.kafka, &topics.group, &topics.transactional_id);
     let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
     let consumer: StageConsumer = consumer_config.create_with_context(Revocations::new(lag))?;
     let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
@@ -331,7 +314,7 @@ pub fn run(
         match result {
             Ok(()) => {}
             Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
-                metrics.error("transaction_aborted");
+                metrics.error(TRANSACTION_ABORTED);
                 metrics.transaction(false);
                 tracing::warn!(error = %e, "aborting the transaction; the batch is read again");
                 producer.abort_transaction(TXN_TIMEOUT)?;
@@ -361,7 +344,7 @@ fn prepared(
         match step.prepare(batch) {
             Ok(()) => break,
             Err(why) => {
-                metrics.error("dependency_unavailable");
+                metrics.error(DEPENDENCY_UNAVAILABLE);
                 tracing::warn!(error = %why, retry_in = ?wait, "waiting for a dependency; nothing is dead-lettered meanwhile");
                 if paused.is_none() {
                     let assignment = consumer.assignment()?;
@@ -469,7 +452,7 @@ pub fn write_outcome(
             )
         }
         Outcome::DeadLetter { kind, message } => {
-            let headers = dlq::headers(record, to.stage, kind, message);
+            let headers = dlq::headers(record, to.stage, kind.as_str(), message);
             let payload = record.payload().unwrap_or_default();
             send(
                 producer,
@@ -506,7 +489,7 @@ fn produce_batch(
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut counts = Counts::new();
     let to = Destinations {
-        stage: &topics.name,
+        stage: topics.name.as_str(),
         output: &topics.output,
         dlq: &topics.dlq,
     };
@@ -516,16 +499,9 @@ fn produce_batch(
         write_outcome(producer, &to, record, &source, &outcome)?;
         let count = counts.entry(source).or_default();
         count.read += 1;
-        let discarded = match outcome {
-            Outcome::Output(_) => {
-                count.written += 1;
-                None
-            }
-            Outcome::DeadLetter { kind, .. } => Some(format!("dlq_{kind}")),
-            Outcome::Dropped { rule } => Some(format!("drop_rule_{rule}")),
-        };
-        if let Some(reason) = discarded {
-            *count.discarded.entry(reason).or_default() += 1;
+        match outcome.discard_reason() {
+            None => count.written += 1,
+            Some(reason) => *count.discarded.entry(reason).or_default() += 1,
         }
         next_offsets.insert(
             (record.topic().to_string(), record.partition()),
@@ -592,13 +568,13 @@ fn deliver_then_commit(
     let flushed = wait_delivered(producer, FLUSH_TIMEOUT);
     let failed = failures.load(Ordering::SeqCst);
     if flushed.is_err() || failed > 0 {
-        metrics.error("delivery_failed");
+        metrics.error(DELIVERY_FAILED);
         tracing::warn!(failed, flushed = ?flushed, "not every record was delivered; the batch is read again");
         return rewind(consumer, batch);
     }
     if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
         // Typically a rebalance: the partitions' new owner reads the batch again.
-        metrics.error("offset_commit");
+        metrics.error(OFFSET_COMMIT);
         tracing::warn!(error = %e, "committing offsets failed; the batch will be read again");
         return rewind(consumer, batch);
     }
@@ -665,9 +641,4 @@ fn rewind(consumer: &StageConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaE
         )?;
     }
     Ok(())
-}
-
-/// The default instance id: this host's name.
-pub fn default_instance_id() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
 }

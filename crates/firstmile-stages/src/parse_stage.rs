@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use firstmile_config::Config;
+use firstmile_config::{Config, StageName, Topology};
+use firstmile_event::DeadLetterKind;
 use firstmile_event::{Event, Origin};
 use firstmile_kafka::raw::headers;
+use firstmile_metrics::KnownLabels;
 use firstmile_parse::SourceParser;
 use rdkafka::message::{Message, OwnedMessage};
 
@@ -25,20 +27,26 @@ pub struct ParseStep {
 
 impl ParseStep {
     /// The parse stage's topics and step; registers the event schema.
-    pub async fn prepare(config: &Config) -> Result<(StageTopics, ParseStep), StageError> {
+    pub async fn new(
+        config: &Config,
+        topology: &Topology,
+    ) -> Result<(StageTopics, ParseStep), StageError> {
         let mut parsers = BTreeMap::new();
         let mut topic_source = BTreeMap::new();
         for (name, source) in &config.sources {
             let parser = SourceParser::new(&source.parse)
                 .map_err(|e| StageError::Setup(format!("sources.{name}.parse: {e}")))?;
             parsers.insert(name.clone(), parser);
-            if let Some(topic) = config.raw_topic(name) {
-                topic_source.entry(topic).or_insert_with(|| name.clone());
+            if let Some(names) = topology.sources.get(name) {
+                topic_source
+                    .entry(names.raw_topic.clone())
+                    .or_insert_with(|| name.clone());
             }
         }
-        let topics = crate::stage_topics(config, "parse")
-            .filter(|t| !t.inputs.is_empty())
-            .ok_or_else(|| StageError::Setup("no sources: nothing to parse".into()))?;
+        let topics = StageTopics::new(config, topology, StageName::Parse);
+        if topics.inputs.is_empty() {
+            return Err(StageError::Setup("no sources: nothing to parse".into()));
+        }
         let step = ParseStep {
             parsers,
             topic_source,
@@ -55,7 +63,7 @@ impl ParseStep {
     pub(crate) fn event(&mut self, record: &OwnedMessage, source: &str) -> Result<Event, Outcome> {
         let Some(parser) = self.parsers.get_mut(source) else {
             return Err(Outcome::DeadLetter {
-                kind: "unknown_source",
+                kind: DeadLetterKind::UnknownSource,
                 message: format!("no source configured for topic {}", record.topic()),
             });
         };
@@ -91,6 +99,23 @@ impl Step for ParseStep {
             .map(str::to_string)
             .or_else(|| self.topic_source.get(record.topic()).cloned())
             .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn known_labels(&self) -> KnownLabels {
+        let sources: Vec<String> = self.parsers.keys().cloned().collect();
+        let discarded = sources
+            .iter()
+            .flat_map(|source| {
+                DeadLetterKind::PARSING
+                    .iter()
+                    .map(move |kind| (source.clone(), kind.discard_reason()))
+            })
+            .collect();
+        KnownLabels {
+            sources,
+            discarded,
+            ..KnownLabels::default()
+        }
     }
 
     fn apply(&mut self, record: &OwnedMessage, source: &str) -> Outcome {

@@ -96,7 +96,8 @@ struct Running {
 
 impl Running {
     async fn start(config: Config) -> Running {
-        let (topics, mut step) = EnrichStep::prepare(&config).await.unwrap();
+        let topology = firstmile_config::Topology::resolve(&config, "test");
+        let (topics, mut step) = EnrichStep::new(&config, &topology).await.unwrap();
         let metrics = Metrics::new();
         let component = metrics.component(Kind::Stage, "enrich");
         let stop = Arc::new(AtomicBool::new(false));
@@ -211,6 +212,7 @@ fn header(record: &OwnedMessage, name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn enriches_with_exact_values_drops_by_rule_and_dead_letters_bad_input() {
     let topics = Topics::create().await;
     let dir = tempfile::tempdir().unwrap();
@@ -355,6 +357,7 @@ async fn enriches_with_exact_values_drops_by_rule_and_dead_letters_bad_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn a_registry_outage_mid_run_is_waited_out_and_nothing_is_dead_lettered() {
     let topics = Topics::create().await;
     let registry_addr = registry_url()

@@ -433,4 +433,19 @@ impl Background {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.await.expect("the worker ran to its end");
     }
+
+    /// `sink` run by the sink driver as configured (instance id `test`).
+    pub fn sink<S: firstmile_sink::Sink + 'static>(
+        config: firstmile_config::Config,
+        mut sink: S,
+    ) -> Background {
+        Background::spawn(|stop| async move {
+            let metrics = firstmile_metrics::Metrics::new();
+            let component = metrics.component(firstmile_metrics::Kind::Sink, sink.name().as_str());
+            let topology = firstmile_config::Topology::resolve(&config, "test");
+            firstmile_sink::run(&config, &topology, &mut sink, &component, &stop)
+                .await
+                .expect("the sink ran without error");
+        })
+    }
 }

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use firstmile_config::{Config, ConfigFile};
+use firstmile_config::{Config, ConfigFile, Topology};
 
 pub struct Settings {
     pub config: Config,
+    /// Every topic, group and id of every role, resolved once.
+    pub topology: Topology,
     /// The file the configuration came from, if any.
     pub path: Option<PathBuf>,
 }
@@ -31,6 +33,17 @@ impl Settings {
             _ => None,
         };
         let config = firstmile_config::load(file, std::env::vars())?;
-        Ok(Settings { config, path })
+        let topology = Topology::resolve(&config, &default_instance_id());
+        Ok(Settings {
+            config,
+            topology,
+            path,
+        })
     }
+}
+
+/// The instance id of roles whose configuration sets none: this host's name
+/// (a container's, under an orchestrator: one member per container).
+fn default_instance_id() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }

@@ -125,6 +125,7 @@ fn audit(s: &Scenario, from: jiff::Timestamp, to: jiff::Timestamp) -> (Output, V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
 async fn the_pipeline_reports_on_itself() {
     let s = Scenario::create("observe").await;
     s.configure(None, "1");
@@ -464,6 +465,97 @@ async fn the_pipeline_reports_on_itself() {
     live.store(false, Ordering::SeqCst);
     sender.await.unwrap();
     drop(roles);
+}
+
+/// The Elasticsearch sink writes its dead letters to a topic of its own:
+/// `status` counts them under the sink and `audit` accounts for the events
+/// it refused, instead of calling them missing. The refusal is real: the
+/// day's index exists with `message` mapped as a number, so Elasticsearch
+/// answers 400 for each document, while TimescaleDB takes every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_sinks_own_dead_letter_topic_is_read_by_status_and_audit() {
+    const N: usize = 30;
+    let mut s = Scenario::create("esdlq").await;
+    s.configure(None, "1");
+    let es_dlq = firstmile_testkit::unique("dlq.es");
+    firstmile_testkit::create_topics(&[&es_dlq], 1).await;
+    s.env
+        .push(("FIRSTMILE_SINKS__ELASTICSEARCH__DLQ".into(), es_dlq.clone()));
+    // Today's and tomorrow's index (a run across midnight UTC), made before
+    // the sink puts its template in place.
+    let http = reqwest::Client::new();
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    for day in [today, today.tomorrow().unwrap()] {
+        let index = format!("{}-{}", s.prefix, day.strftime("%Y.%m.%d"));
+        let answer = http
+            .put(format!("{}/{index}", s.es_url))
+            .json(&serde_json::json!({
+                "settings": {"index.mapping.ignore_malformed": false, "number_of_replicas": 0},
+                "mappings": {"properties": {"message": {"type": "long"}}},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    }
+    let from = jiff::Timestamp::now();
+    let _workers = s.pipeline();
+    let p = producer();
+    for (i, line) in corpus().iter().take(N).enumerate() {
+        send(&p, &s.raw, &s.source, &format!("k{i}"), line).await;
+    }
+    wait_for(
+        "every row and every dead letter",
+        Duration::from_secs(120),
+        || {
+            let rows = s.rows();
+            let es_dlq = es_dlq.clone();
+            async move {
+                let rows = rows.await.len();
+                let dead = firstmile_testkit::dead_letters(&es_dlq).len();
+                (rows == N && dead == N).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        firstmile_testkit::dead_letters(&es_dlq)
+            .iter()
+            .all(|(kind, _)| kind == "rejected_by_elasticsearch"),
+        "{:?}",
+        firstmile_testkit::dead_letters(&es_dlq)
+    );
+    assert!(
+        firstmile_testkit::read_topic(&s.dlq).is_empty(),
+        "the shared dead-letter topic got nothing"
+    );
+
+    let (_, st) = status(&s, &["--sample", "1s", "--stale-after", "1h"]);
+    assert_eq!(
+        worker(&st, "sink:elasticsearch")["dlq"]["rejected_by_elasticsearch"],
+        N,
+        "{st}"
+    );
+
+    let (out, report) = audit(&s, from, jiff::Timestamp::now());
+    assert!(out.status.success(), "{report}");
+    let source = &report["sources"][0];
+    assert_eq!(source["events"], N, "{report}");
+    let sink = |name: &str| {
+        source["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["sink"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(sink("elasticsearch")["dead_lettered"], N, "{report}");
+    assert_eq!(sink("elasticsearch")["missing_count"], 0, "{report}");
+    assert_eq!(sink("timescale")["present"], N, "{report}");
 }
 
 /// Starts Debian's Prometheus on the roles' endpoints; waits until its

@@ -30,7 +30,15 @@ pub async fn run(settings: &Settings, args: AuditArgs) -> Result<()> {
     if args.to <= args.from {
         bail!("--to ({}) must be after --from ({})", args.to, args.from);
     }
-    let report = audit::audit(&settings.config, args.from, args.to, &args.source).await?;
+    let report = audit::audit(
+        &settings.config,
+        &settings.topology,
+        &super::sink::targets(&settings.config)?,
+        args.from,
+        args.to,
+        &args.source,
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,14 +5,12 @@ use anyhow::{bail, Result};
 use crate::settings::Settings;
 
 pub fn run(settings: &Settings) -> Result<()> {
-    let config = &settings.config;
+    let (config, topology) = (&settings.config, &settings.topology);
     let topics = firstmile_kafka::topics::load_dir(&config.topics.dir)?;
     let mut problems = Vec::new();
-    for name in config.sources.keys() {
-        let Some(raw) = config.raw_topic(name) else {
-            continue;
-        };
-        if !topics.iter().any(|t| t.name == raw) {
+    for (name, names) in &topology.sources {
+        let raw = &names.raw_topic;
+        if !topics.iter().any(|t| &t.name == raw) {
             problems.push(format!(
                 "sources.{name}: its raw topic `{raw}` is not declared in {}",
                 config.topics.dir.display()
@@ -30,7 +28,7 @@ pub fn run(settings: &Settings) -> Result<()> {
     if let Err(e) = firstmile_enrich::Enricher::new(&config.enrich) {
         problems.push(format!("enrich: {e}"));
     }
-    for required in ["parsed", "events", "dlq"] {
+    for required in topology.pipeline_topics() {
         if !topics.iter().any(|t| t.name == required) {
             problems.push(format!(
                 "topic `{required}` is not declared in {}; the pipeline needs it",
@@ -55,5 +53,6 @@ pub fn run(settings: &Settings) -> Result<()> {
         topics.len(),
         config.topics.dir.display()
     );
+    say!("{}", topology.to_string().trim_end());
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod parse;
 pub mod process;
 pub mod produce;
 pub mod replay;
+pub mod run;
 pub mod schemas;
 pub mod sink;
 pub mod status;
@@ -15,17 +16,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use firstmile_config::SinkName;
 use firstmile_metrics::{Metrics, Readiness};
 use futures::FutureExt;
 use tokio::task::JoinHandle;
 
+use crate::settings::Settings;
+
 /// Runs one consumer-group worker (a stage or a sink) with the metrics
 /// endpoint, until SIGINT/SIGTERM (then it finishes its batch) or until it
 /// ends by itself (an error: the process exits for its orchestrator).
+/// `targets`: the sinks whose targets must answer for the worker to be ready.
 pub async fn run_worker<E, F, Fut>(
-    config: &firstmile_config::Config,
+    settings: &Settings,
     what: &str,
-    target: Option<sink::SinkCommand>,
+    targets: &[SinkName],
     start: F,
 ) -> Result<()>
 where
@@ -33,11 +38,12 @@ where
     F: FnOnce(Arc<Metrics>, Arc<AtomicBool>) -> Fut,
     Fut: std::future::Future<Output = Result<JoinHandle<Result<(), E>>>>,
 {
+    let config = &settings.config;
     let metrics = Metrics::new();
     let endpoint = if config.metrics.listen.is_empty() {
         None
     } else {
-        let ready = worker_readiness(config, target)?;
+        let ready = readiness(config, targets)?;
         Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -45,7 +51,7 @@ where
     let stopper = {
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
-            ingest::shutdown_signal().await;
+            shutdown_signal().await;
             tracing::info!("stopping after the current batch");
             stop.store(true, Ordering::SeqCst);
         })
@@ -58,36 +64,43 @@ where
     result?.with_context(|| format!("{what} failed"))
 }
 
-/// A worker is ready while the brokers answer and, for a sink, its target.
-fn worker_readiness(
-    config: &firstmile_config::Config,
-    target: Option<sink::SinkCommand>,
-) -> Result<Readiness> {
+/// A worker is ready while the brokers answer and each of `targets`
+/// answers.
+fn readiness(config: &firstmile_config::Config, targets: &[SinkName]) -> Result<Readiness> {
     let probe = firstmile_kafka::BrokerProbe::new(&config.kafka)?;
-    let (database, elasticsearch) = (
-        Arc::new(config.database.clone()),
-        Arc::new(config.elasticsearch.clone()),
+    let targets: Arc<Vec<Box<dyn firstmile_sink::Sink>>> = Arc::new(
+        targets
+            .iter()
+            .map(|&name| sink::target(config, name))
+            .collect::<Result<_>>()?,
     );
     Ok(Arc::new(move || {
-        let (probe, database, elasticsearch) = (
-            probe.clone(),
-            Arc::clone(&database),
-            Arc::clone(&elasticsearch),
-        );
+        let (probe, targets) = (probe.clone(), Arc::clone(&targets));
         async move {
             probe.check(std::time::Duration::from_secs(2)).await?;
-            match target {
-                None => Ok(()),
-                Some(sink::SinkCommand::Timescale) => {
-                    firstmile_sink_timescale::check_target(&database).await
-                }
-                Some(sink::SinkCommand::Elasticsearch) => {
-                    firstmile_sink_elasticsearch::check_target(&elasticsearch).await
-                }
+            for target in targets.iter() {
+                target.check().await?;
             }
+            Ok(())
         }
         .boxed()
     }))
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (docker stop).
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 /// RFC 3339, or a span ago (`90m`, `6h`, `2d`; a day is 24 hours).

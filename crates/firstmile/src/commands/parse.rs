@@ -71,7 +71,9 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
         )),
         _ => Box::new(std::io::stdin().lock()),
     };
-    let version = env!("CARGO_PKG_VERSION");
+    // What the stages stamp, so a drop rule or a diff tried here sees the
+    // events as the pipeline makes them.
+    let version = settings.config.stages.pipeline_version.as_str();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut parsed, mut failed) = (0u64, BTreeMap::<&str, u64>::new());
     for (n, line) in input.split(b'\n').enumerate() {
@@ -97,7 +99,7 @@ pub fn run(settings: &Settings, args: ParseArgs) -> Result<()> {
                 serde_json::to_string(&event)?
             }
             Err(f) => {
-                *failed.entry(f.kind).or_default() += 1;
+                *failed.entry(f.kind.as_str()).or_default() += 1;
                 json!({
                     "dlq": { "line": n + 1, "error_kind": f.kind, "error": f.message,
                              "raw": String::from_utf8_lossy(&line) }

@@ -3,40 +3,29 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use firstmile_config::Config;
+use firstmile_config::StageName;
 use firstmile_metrics::{Kind, Metrics};
 use firstmile_stages::{EnrichStep, ParseStep, StageError, StageTopics, Step};
 use tokio::task::JoinHandle;
 
 use crate::settings::Settings;
 
-/// The stages, in pipeline order.
-pub const STAGES: [&str; 2] = ["parse", "enrich"];
-
 #[derive(Args)]
 pub struct ProcessArgs {
     /// The stage: `parse` (raw.* -> parsed) or `enrich` (parsed -> events).
     #[arg(long)]
-    stage: String,
+    stage: StageName,
 }
 
 pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
-    if !STAGES.contains(&args.stage.as_str()) {
-        bail!(
-            "unknown stage `{}` (known: {})",
-            args.stage,
-            STAGES.join(", ")
-        );
-    }
-    let config = &settings.config;
-    let name = args.stage.as_str();
+    let name = args.stage;
     super::run_worker(
-        config,
+        settings,
         &format!("stage {name}"),
-        None,
-        |metrics, stop| async move { start(config, name, &metrics, &stop).await },
+        &[],
+        |metrics, stop| async move { start(settings, name, &metrics, &stop).await },
     )
     .await
 }
@@ -44,23 +33,23 @@ pub async fn run(settings: &Settings, args: ProcessArgs) -> Result<()> {
 /// Prepares the stage `name` (loads its configuration and data, registers
 /// its output schema) and runs it on a thread of its own until `stop`.
 pub async fn start(
-    config: &Config,
-    name: &str,
+    settings: &Settings,
+    name: StageName,
     metrics: &Arc<Metrics>,
     stop: &Arc<AtomicBool>,
 ) -> Result<JoinHandle<Result<(), StageError>>> {
+    let (config, topology) = (&settings.config, &settings.topology);
     let (topics, step): (StageTopics, Box<dyn Step>) = match name {
-        "parse" => {
-            let (t, s) = ParseStep::prepare(config).await?;
+        StageName::Parse => {
+            let (t, s) = ParseStep::new(config, topology).await?;
             (t, Box::new(s))
         }
-        "enrich" => {
-            let (t, s) = EnrichStep::prepare(config).await?;
+        StageName::Enrich => {
+            let (t, s) = EnrichStep::new(config, topology).await?;
             (t, Box::new(s))
         }
-        other => bail!("unknown stage `{other}` (known: {})", STAGES.join(", ")),
     };
-    let component = metrics.component(Kind::Stage, name);
+    let component = metrics.component(Kind::Stage, name.as_str());
     let (config, stop) = (config.clone(), Arc::clone(stop));
     let mut step = step;
     Ok(tokio::task::spawn_blocking(move || {

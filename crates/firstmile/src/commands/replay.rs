@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use firstmile_replay::diff::Report;
 use firstmile_replay::range::{self, Plan};
-use firstmile_replay::{Options, Phase, Summary};
+use firstmile_replay::{Options, Phase, Setup, Summary};
 use firstmile_stages::Chain;
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
@@ -54,12 +54,17 @@ pub struct ReplayArgs {
 
 pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
     let config = Arc::new(settings.config.clone());
-    let topic = config
-        .raw_topic(&args.source)
+    let topology = Arc::new(settings.topology.clone());
+    let topic = topology
+        .sources
+        .get(&args.source)
+        .map(|s| s.raw_topic.clone())
         .with_context(|| format!("unknown source `{}` (not in [sources])", args.source))?;
-    let mut chain = Chain::new(&config).await.context("setting up the chain")?;
-    let output = chain.output().to_string();
-    let consumer = firstmile_replay::consumer(&config, &args.source)?;
+    let mut chain = Chain::new(&config, &topology)
+        .await
+        .context("setting up the chain")?;
+    let output = topology.events_topic().to_string();
+    let consumer = firstmile_replay::consumer(&config, &topology, &args.source)?;
     let plan = match (&args.from, &args.offsets, args.resume) {
         (Some(from), _, _) => range::by_time(&consumer, &args.source, &topic, *from, args.to)?,
         (_, Some(spec), _) => {
@@ -94,7 +99,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
     let stopper = {
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
-            super::ingest::shutdown_signal().await;
+            super::shutdown_signal().await;
             eprintln!("stopping after the current batch…");
             stop.store(true, Ordering::SeqCst);
         })
@@ -107,14 +112,19 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
     };
     let worker_stop = Arc::clone(&stop);
     let worker_config = Arc::clone(&config);
+    let worker_topology = Arc::clone(&topology);
     let worker_plan = plan.clone();
     let outcome = tokio::task::spawn_blocking(move || -> Result<Done> {
         let mut display = Progress::new(total);
         let stop = &worker_stop;
+        let setup = Setup {
+            config: &worker_config,
+            topology: &worker_topology,
+            consumer: &consumer,
+        };
         if dry_run {
             let report = firstmile_replay::dry_run(
-                &worker_config,
-                &consumer,
+                &setup,
                 &worker_plan,
                 &mut chain,
                 &runtime,
@@ -125,8 +135,7 @@ pub async fn run(settings: &Settings, args: ReplayArgs) -> Result<()> {
             Ok(Done::DryRun(report, stop.load(Ordering::SeqCst)))
         } else {
             let summary = firstmile_replay::run(
-                &worker_config,
-                &consumer,
+                &setup,
                 &worker_plan,
                 &mut chain,
                 &options,

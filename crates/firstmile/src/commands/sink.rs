@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Subcommand;
+use firstmile_config::{Config, SinkName};
 use firstmile_metrics::{Kind, Metrics};
+use firstmile_sink::Sink;
+use firstmile_sink_elasticsearch::ElasticsearchSink;
+use firstmile_sink_timescale::TimescaleSink;
 
 use crate::settings::Settings;
 
@@ -19,40 +23,55 @@ pub enum SinkCommand {
 }
 
 impl SinkCommand {
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> SinkName {
         match self {
-            SinkCommand::Timescale => "timescale",
-            SinkCommand::Elasticsearch => "elasticsearch",
+            SinkCommand::Timescale => SinkName::Timescale,
+            SinkCommand::Elasticsearch => SinkName::Elasticsearch,
         }
     }
 }
 
 pub async fn run(settings: &Settings, command: SinkCommand) -> Result<()> {
-    let config = &settings.config;
-    let what = format!("sink {}", command.name());
-    super::run_worker(config, &what, Some(command), |metrics, stop| async move {
-        Ok(start(config, command, &metrics, &stop))
+    let name = command.name();
+    let what = format!("sink {name}");
+    super::run_worker(settings, &what, &[name], |metrics, stop| async move {
+        start(settings, name, &metrics, &stop)
     })
     .await
 }
 
+/// The sink `name`'s target as configured. The one place that knows which
+/// crate implements which sink.
+pub fn target(config: &Config, name: SinkName) -> Result<Box<dyn Sink>> {
+    Ok(match name {
+        SinkName::Timescale => Box::new(TimescaleSink::new(&config.database)),
+        SinkName::Elasticsearch => Box::new(ElasticsearchSink::new(&config.elasticsearch)?),
+    })
+}
+
+/// Every sink's target, for readiness, `status` and `audit`.
+pub fn targets(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
+    SinkName::ALL
+        .into_iter()
+        .map(|n| target(config, n))
+        .collect()
+}
+
 /// Runs a sink on a task of its own until `stop`.
 pub fn start(
-    config: &firstmile_config::Config,
-    sink: SinkCommand,
+    settings: &Settings,
+    name: SinkName,
     metrics: &Arc<Metrics>,
     stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Result<(), firstmile_sink::SinkError>> {
-    let component = metrics.component(Kind::Sink, sink.name());
-    let (config, stop) = (config.clone(), Arc::clone(stop));
-    tokio::spawn(async move {
-        match sink {
-            SinkCommand::Timescale => {
-                firstmile_sink_timescale::run(&config, &component, &stop).await
-            }
-            SinkCommand::Elasticsearch => {
-                firstmile_sink_elasticsearch::run(&config, &component, &stop).await
-            }
-        }
-    })
+) -> Result<tokio::task::JoinHandle<Result<(), firstmile_sink::SinkError>>> {
+    let component = metrics.component(Kind::Sink, name.as_str());
+    let mut sink = target(&settings.config, name)?;
+    let (config, topology, stop) = (
+        settings.config.clone(),
+        settings.topology.clone(),
+        Arc::clone(stop),
+    );
+    Ok(tokio::spawn(async move {
+        firstmile_sink::run(&config, &topology, sink.as_mut(), &component, &stop).await
+    }))
 }

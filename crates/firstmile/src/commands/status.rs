@@ -48,7 +48,13 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> Result<()> {
         metrics: args.metrics,
     };
     loop {
-        let snapshot = status::collect(&settings.config, &options).await?;
+        let snapshot = status::collect(
+            &settings.config,
+            &settings.topology,
+            &super::sink::targets(&settings.config)?,
+            &options,
+        )
+        .await?;
         let text = if args.json {
             serde_json::to_string_pretty(&snapshot)? + "\n"
         } else {
@@ -68,7 +74,7 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> Result<()> {
             return Ok(());
         }
         tokio::select! {
-            _ = super::ingest::shutdown_signal() => return Ok(()),
+            _ = super::shutdown_signal() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

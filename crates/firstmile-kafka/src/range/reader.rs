@@ -8,8 +8,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::range::PartitionRange;
-use crate::ReplayError;
+use super::{PartitionRange, RangeError};
 
 /// A batch is cut after this long, so progress (and Ctrl-C) stays prompt.
 const BATCH_TIME: Duration = Duration::from_secs(1);
@@ -27,7 +26,7 @@ impl<'a> Reader<'a> {
         consumer: &'a BaseConsumer,
         topic: &str,
         ranges: &[PartitionRange],
-    ) -> Result<Reader<'a>, ReplayError> {
+    ) -> Result<Reader<'a>, RangeError> {
         let mut assignment = TopicPartitionList::new();
         let mut done = BTreeSet::new();
         for r in ranges {
@@ -66,7 +65,7 @@ impl<'a> Reader<'a> {
 
     /// Up to `limit` records of the ranges (fewer after a second, none once
     /// every range is read).
-    pub fn read_batch(&mut self, limit: usize) -> Result<Vec<OwnedMessage>, ReplayError> {
+    pub fn read_batch(&mut self, limit: usize) -> Result<Vec<OwnedMessage>, RangeError> {
         let mut batch = Vec::new();
         let started = Instant::now();
         while batch.len() < limit && !self.all_done() && started.elapsed() < BATCH_TIME {
@@ -88,12 +87,12 @@ impl<'a> Reader<'a> {
                         )
                     );
                     if gone {
-                        return Err(ReplayError::Setup(format!(
-                            "{}: {e}: retention deleted records of the range while they were being read",
+                        return Err(RangeError::DeletedWhileReading(format!(
+                            "{}: {e}",
                             self.topic
                         )));
                     }
-                    tracing::debug!(error = %e, "consumer");
+                    tracing::warn!(topic = %self.topic, error = %e, "consumer error");
                 }
                 // Nothing came: a partition whose position passed its end
                 // (transaction markers after its last record) is finished.
@@ -103,7 +102,7 @@ impl<'a> Reader<'a> {
         Ok(batch)
     }
 
-    fn finish(&mut self, partition: i32) -> Result<(), ReplayError> {
+    fn finish(&mut self, partition: i32) -> Result<(), RangeError> {
         if self.done.insert(partition) {
             let mut p = TopicPartitionList::new();
             p.add_partition(&self.topic, partition);
@@ -112,7 +111,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn finish_passed(&mut self) -> Result<(), ReplayError> {
+    fn finish_passed(&mut self) -> Result<(), RangeError> {
         let positions = self.consumer.position()?;
         for elem in positions.elements_for_topic(&self.topic) {
             if let Offset::Offset(position) = elem.offset() {
