@@ -2,6 +2,7 @@
 //! (`topics/*.toml` planned against and applied to the broker), and the raw
 //! producer every receiver writes through.
 
+pub mod backoff;
 pub mod batch;
 pub mod client;
 pub mod dlq;
@@ -10,6 +11,7 @@ pub mod range;
 pub mod raw;
 pub mod topics;
 
+pub use backoff::Backoff;
 pub use batch::BatchWindow;
 pub use client::{
     assigned_reader_config, client_config, group_member_config, BrokerProbe, ClientKind,

@@ -15,8 +15,7 @@ mod consumer;
 mod driver;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use firstmile_config::SinkName;
 use firstmile_event::{DeadLetterKind, Event};
@@ -27,6 +26,7 @@ use uuid::Uuid;
 
 pub use consumer::{source_of, SinkConsumer, SinkTopics};
 pub use driver::run;
+pub use firstmile_kafka::Backoff;
 
 /// What the target made of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,37 +142,6 @@ pub enum SinkError {
     Registry(#[from] firstmile_schema::RegistryError),
     #[error("{sink}: {message}")]
     Setup { sink: SinkName, message: String },
-}
-
-/// The longest wait between two attempts at an unavailable dependency.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Exponential backoff from 250 ms to [`MAX_BACKOFF`].
-pub struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(250))
-    }
-}
-
-impl Backoff {
-    /// Sleeps for the current wait plus up to a quarter more (jitter, so
-    /// workers that failed together do not retry together), then doubles
-    /// the wait; false if `stop` was set.
-    pub async fn wait(&mut self, stop: &AtomicBool) -> bool {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let jitter = self.0.mul_f64(f64::from(nanos % 1000) / 4000.0);
-        tokio::time::sleep(self.0 + jitter).await;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        !stop.load(Ordering::SeqCst)
-    }
-
-    pub fn current(&self) -> Duration {
-        self.0
-    }
 }
 
 /// Events out of the sink's input: Avro, writer schemas fetched by id.

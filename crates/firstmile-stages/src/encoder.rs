@@ -1,10 +1,9 @@
 //! Events out: Avro of `topics/events.avsc` in Confluent framing, under the
 //! schema id registered for the output topic.
 
-use std::time::Duration;
-
 use firstmile_config::Config;
 use firstmile_event::Event;
+use firstmile_kafka::Backoff;
 use firstmile_schema::{confluent_frame, value_subject, Registry, RegistryError};
 
 use crate::{Outcome, StageError};
@@ -47,7 +46,7 @@ impl EventEncoder {
 }
 
 async fn register_with_retry(registry: &Registry, subject: &str) -> Result<u32, StageError> {
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     loop {
         match registry
             .register(subject, firstmile_event::EVENT_SCHEMA)
@@ -55,9 +54,9 @@ async fn register_with_retry(registry: &Registry, subject: &str) -> Result<u32, 
         {
             Ok(id) => return Ok(id),
             Err(RegistryError::Unavailable(why)) => {
+                let wait = backoff.next_wait();
                 tracing::warn!(%subject, error = %why, retry_in = ?wait, "schema registry unavailable");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(StageError::Setup(format!("{subject}: {e}"))),
         }

@@ -26,7 +26,7 @@ use firstmile_event::DeadLetterKind;
 use firstmile_kafka::dlq;
 use firstmile_kafka::lag::ConsumerLag;
 use firstmile_kafka::raw::headers;
-use firstmile_kafka::{client_config, group_member_config, BatchWindow, ClientKind};
+use firstmile_kafka::{client_config, group_member_config, Backoff, BatchWindow, ClientKind};
 use firstmile_metrics::{Component, KnownLabels};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -338,13 +338,14 @@ fn prepared(
     stop: &AtomicBool,
     batch: &mut Vec<OwnedMessage>,
 ) -> Result<bool, KafkaError> {
-    let mut wait = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     let mut paused: Option<TopicPartitionList> = None;
     loop {
         match step.prepare(batch) {
             Ok(()) => break,
             Err(why) => {
                 metrics.error(DEPENDENCY_UNAVAILABLE);
+                let wait = backoff.next_wait();
                 tracing::warn!(error = %why, retry_in = ?wait, "waiting for a dependency; nothing is dead-lettered meanwhile");
                 if paused.is_none() {
                     let assignment = consumer.assignment()?;
@@ -363,7 +364,6 @@ fn prepared(
                     // is prepared again.
                     poll_into(consumer, batch, Duration::from_millis(100));
                 }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }
