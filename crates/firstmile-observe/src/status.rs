@@ -113,8 +113,9 @@ pub struct WorkerStatus {
     pub stalled: bool,
     pub causes: Vec<String>,
     pub error: Option<String>,
+    /// Whether the committed offsets moved between the samples.
     #[serde(skip)]
-    committed_moved: bool,
+    pub committed_moved: bool,
 }
 
 /// A replay of one source, from the offsets its group
@@ -733,181 +734,6 @@ pub fn judge(status: &mut Status, stale_after: Duration) {
     }
 }
 
-/// The snapshot for a terminal.
-pub fn render(status: &Status) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let now = status.taken_at;
-    let _ = writeln!(
-        out,
-        "firstmile status at {}: rates over {}, stale after {}",
-        now.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        span(status.window_seconds),
-        span(status.stale_after_seconds)
-    );
-    let _ = writeln!(
-        out,
-        "\nSOURCE{:<18} {:>10} {:>12} {:>12}  NEWEST",
-        "", "RECORDS/S", "RECORDS/24H", "BYTES/24H"
-    );
-    for s in &status.sources {
-        let _ = write!(
-            out,
-            "{:<24} {:>10.1} {:>12} {:>12}  {}",
-            s.name,
-            s.records_per_second,
-            s.records_24h,
-            bytes(s.bytes_24h),
-            ago(now, s.newest)
-        );
-        if let Some(e) = &s.error {
-            let _ = write!(out, "  error: {e}");
-        }
-        out.push('\n');
-    }
-    let _ = writeln!(
-        out,
-        "\nWORKER{:<18} {:>8} {:>10} {:>10} {:>10}  DLQ (WINDOW)",
-        "", "MEMBERS", "LAG", "LAG Δ", "RECORDS/S"
-    );
-    for w in &status.workers {
-        let dlq: Vec<String> = w.dlq.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        let _ = writeln!(
-            out,
-            "{:<24} {:>8} {:>10} {:>+10} {:>10.1}  {}",
-            w.name,
-            w.members,
-            w.lag,
-            w.lag - w.lag_before,
-            w.records_per_second,
-            if dlq.is_empty() {
-                "-".into()
-            } else {
-                dlq.join(", ")
-            }
-        );
-        if let Some(e) = &w.error {
-            let _ = writeln!(out, "    error: {e}");
-        }
-        if w.stalled {
-            let growing = if w.lag > w.lag_before {
-                ", lag growing"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "    STALLED (nothing committed{growing})");
-            for c in &w.causes {
-                let _ = writeln!(out, "      - {c}");
-            }
-        }
-    }
-    if !status.replays.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nREPLAY{:<18} {:>10} {:>10}  STATE",
-            "", "LEFT", "RECORDS/S"
-        );
-        for r in &status.replays {
-            let _ = write!(
-                out,
-                "{:<24} {:>10} {:>10.1}  {}",
-                r.source, r.left, r.records_per_second, r.state
-            );
-            if r.state == "stopped" {
-                let _ = write!(
-                    out,
-                    " (to go on: firstmile replay --source {} --resume)",
-                    r.source
-                );
-            }
-            out.push('\n');
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\nTARGET{:<18} {:>16} {:>12}",
-        "", "NEWEST RECEIVED", "IN WINDOW"
-    );
-    for t in &status.targets {
-        let _ = writeln!(
-            out,
-            "{:<24} {:>16} {:>12}",
-            t.name,
-            ago(now, t.newest),
-            t.recent
-        );
-        if t.stopped_updating {
-            let _ = writeln!(out, "    STOPPED UPDATING");
-            for c in &t.causes {
-                let _ = writeln!(out, "      - {c}");
-            }
-        }
-    }
-    if !status.endpoints.is_empty() {
-        let _ = writeln!(out, "\nENDPOINT");
-        for e in &status.endpoints {
-            let state = match (e.up, e.ready) {
-                (false, _) => format!("down: {}", e.error.as_deref().unwrap_or("")),
-                (true, true) => "up, ready".into(),
-                (true, false) => format!("up, {}", e.ready_answer),
-            };
-            let _ = writeln!(out, "{}  {state}", e.url);
-            for c in &e.components {
-                let errors: u64 = c.errors.values().sum();
-                let discarded: u64 = c.discarded.values().sum();
-                let _ = writeln!(
-                    out,
-                    "    {:<8} {:<16} received {:>10}  sent {:>10}  discarded {:>8}  errors {:>6}",
-                    c.kind, c.id, c.received, c.sent, discarded, errors
-                );
-            }
-        }
-    }
-    let problems = status.problems();
-    let _ = writeln!(
-        out,
-        "\n{}",
-        if problems == 0 {
-            "ok: nothing stalled, every target up to date".to_string()
-        } else {
-            format!("{problems} problem(s)")
-        }
-    );
-    out
-}
-
-fn ago(now: Timestamp, t: Option<Timestamp>) -> String {
-    match t {
-        None => "never".into(),
-        Some(t) => format!("{} ago", span(now.duration_since(t).as_secs_f64().max(0.0))),
-    }
-}
-
-fn span(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -987,16 +813,6 @@ mod tests {
         let mut status = snapshot();
         status.replays = vec![stopped, finished];
         judge(&mut status, Duration::from_secs(300));
-        let text = render(&status);
-        assert!(
-            text.contains("stopped (to go on: firstmile replay --source linux --resume)"),
-            "{text}"
-        );
-        assert_eq!(
-            text.matches("--resume").count(),
-            1,
-            "only the stopped one: {text}"
-        );
         assert!(plain.problems() > 0);
         assert_eq!(
             status.problems(),
@@ -1102,19 +918,5 @@ firstmile_component_in_flight_bytes{component_id=\"http\",component_kind=\"recei
         assert_eq!(parse.discarded["dlq_x"], 1);
         let ts = totals.iter().find(|t| t.id == "timescale").unwrap();
         assert_eq!(ts.errors["database_unavailable"], 3);
-    }
-
-    #[test]
-    fn the_text_shows_flags_and_causes() {
-        let mut s = snapshot();
-        judge(&mut s, Duration::from_secs(300));
-        let text = render(&s);
-        assert!(
-            text.contains("STALLED (nothing committed, lag growing)"),
-            "{text}"
-        );
-        assert!(text.contains("STOPPED UPDATING"), "{text}");
-        assert!(text.contains("10m ago"), "{text}");
-        assert!(text.ends_with("2 problem(s)\n"), "{text}");
     }
 }
