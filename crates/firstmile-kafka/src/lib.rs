@@ -10,6 +10,7 @@ pub mod lag;
 pub mod range;
 pub mod raw;
 pub mod topics;
+pub mod writer;
 
 pub use backoff::Backoff;
 pub use batch::BatchWindow;
@@ -17,6 +18,7 @@ pub use client::{
     assigned_reader_config, client_config, group_member_config, BrokerProbe, ClientKind,
     CONSUMER_DEFAULTS,
 };
+pub use writer::BatchWriter;
 
 use rdkafka::message::{Headers, Message, OwnedMessage};
 

@@ -7,16 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use firstmile_config::{Config, Topology};
+use firstmile_kafka::assigned_reader_config;
 use firstmile_kafka::range::{range_end_metadata, Reader};
-use firstmile_kafka::{assigned_reader_config, client_config, ClientKind};
-use firstmile_stages::{
-    wait_delivered, write_outcome, Chain, DeliveryFailures, Destinations, Outcome, StageProducer,
-};
+use firstmile_kafka::BatchWriter;
+use firstmile_stages::{write_outcome, Chain, Destinations, Outcome};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::range::Plan;
@@ -80,18 +78,9 @@ pub fn run(
         consumer,
     } = setup;
     let group = setup.replay_group(&plan.source)?;
-    let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
-    producer_config
-        .set("enable.idempotence", "true")
-        .set("transactional.id", group);
-    if producer_config.get("transaction.timeout.ms").is_none() {
-        producer_config.set("transaction.timeout.ms", "60000");
-    }
-    let producer: StageProducer =
-        producer_config.create_with_context(DeliveryFailures::default())?;
-    producer
-        .init_transactions(TXN_TIMEOUT)
-        .map_err(|e| fenced_or(e, &plan.source))?;
+    let writer =
+        BatchWriter::transactional(&config.kafka, group, Duration::from_secs(60), TXN_TIMEOUT)
+            .map_err(|e| fenced_or(e, &plan.source))?;
     let group_metadata = consumer
         .group_metadata()
         .ok_or_else(|| ReplayError::Setup("the replay consumer has no group".into()))?;
@@ -103,10 +92,8 @@ pub fn run(
         start.add_partition_offset(&plan.topic, r.partition, Offset::Offset(r.start))?;
         set_end(&mut start, &plan.topic, r.partition, r.end);
     }
-    producer.begin_transaction()?;
-    producer
-        .send_offsets_to_transaction(&start, &group_metadata, TXN_TIMEOUT)
-        .and_then(|()| producer.commit_transaction(TXN_TIMEOUT))
+    writer
+        .transaction(&group_metadata, |_| Ok((start, ())))
         .map_err(|e| fenced_or(e, &plan.source))?;
 
     let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
@@ -131,7 +118,10 @@ pub fn run(
         }
         chain.refresh();
         loop {
-            match transact(&producer, &to, chain, &batch, &reader, &group_metadata) {
+            let written = writer.transaction(&group_metadata, |w| {
+                write_batch(w, &to, chain, &batch, &reader)
+            });
+            match written {
                 Ok(counts) => {
                     summary.read += batch.len() as u64;
                     summary.written += counts.written;
@@ -141,7 +131,7 @@ pub fn run(
                 }
                 Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
                     tracing::warn!(error = %e, "aborting the transaction; the batch is written again");
-                    producer.abort_transaction(TXN_TIMEOUT)?;
+                    writer.abort()?;
                 }
                 Err(e) => return Err(fenced_or(e, &plan.source)),
             }
@@ -167,17 +157,16 @@ struct Counts {
     dropped: u64,
 }
 
-/// Writes one batch and its progress in a transaction. Nothing is counted
-/// unless it commits.
-fn transact(
-    producer: &StageProducer,
+/// The batch's outcomes, and its progress: the next offsets, each with the
+/// range's end (written in one transaction: nothing is counted unless it
+/// commits).
+fn write_batch(
+    writer: &BatchWriter,
     to: &Destinations<'_>,
     chain: &mut Chain,
     batch: &[OwnedMessage],
     reader: &Reader<'_>,
-    group_metadata: &rdkafka::consumer::ConsumerGroupMetadata,
-) -> Result<Counts, KafkaError> {
-    producer.begin_transaction()?;
+) -> Result<(TopicPartitionList, Counts), KafkaError> {
     let mut counts = Counts::default();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for record in batch {
@@ -186,7 +175,7 @@ fn transact(
             Ok(event) => chain.encode(&event),
             Err(outcome) => outcome,
         };
-        write_outcome(producer, to, record, &source, &outcome)?;
+        write_outcome(writer, to, record, &source, &outcome)?;
         match outcome {
             Outcome::Output(_) => counts.written += 1,
             Outcome::DeadLetter { .. } => counts.dead_lettered += 1,
@@ -207,10 +196,7 @@ fn transact(
         offsets.add_partition_offset(reader.topic(), *partition, Offset::Offset(offset))?;
         set_end(&mut offsets, reader.topic(), *partition, end);
     }
-    producer.send_offsets_to_transaction(&offsets, group_metadata, TXN_TIMEOUT)?;
-    wait_delivered(producer, TXN_TIMEOUT)?;
-    producer.commit_transaction(TXN_TIMEOUT)?;
-    Ok(counts)
+    Ok((offsets, counts))
 }
 
 fn set_end(offsets: &mut TopicPartitionList, topic: &str, partition: i32, end: i64) {

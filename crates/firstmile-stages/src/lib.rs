@@ -17,7 +17,7 @@ mod enrich_stage;
 mod parse_stage;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,13 +26,13 @@ use firstmile_event::DeadLetterKind;
 use firstmile_kafka::dlq;
 use firstmile_kafka::lag::ConsumerLag;
 use firstmile_kafka::raw::headers;
-use firstmile_kafka::{client_config, group_member_config, Backoff, BatchWindow, ClientKind};
+use firstmile_kafka::{group_member_config, Backoff, BatchWindow, BatchWriter};
 use firstmile_metrics::{Component, KnownLabels};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -156,26 +156,6 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an at-least-once batch may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Counts records the producer finally failed to deliver. Transactions
-/// surface those at commit; at-least-once needs them counted to know whether
-/// a batch may be committed.
-#[derive(Default)]
-pub struct DeliveryFailures(AtomicU64);
-
-impl ClientContext for DeliveryFailures {}
-
-impl ProducerContext for DeliveryFailures {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::warn!(error = %e, "delivery failed");
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-pub type StageProducer = ThreadedProducer<DeliveryFailures>;
-
 /// The partitions rebalances took from this member since the runtime last
 /// looked. Rebalances are served inside `poll`, so a batch being filled can
 /// straddle one, and its records from a revoked partition must go: the
@@ -272,23 +252,19 @@ pub fn run(
         group_member_config(&config.kafka, &topics.group, &topics.transactional_id);
     let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
     let consumer: StageConsumer = consumer_config.create_with_context(Revocations::new(lag))?;
-    let mut producer_config = client_config(&config.kafka, ClientKind::Producer);
-    producer_config.set("enable.idempotence", "true");
-    let exactly_once = topics.delivery == Delivery::ExactlyOnce;
-    if exactly_once {
+    let writer = if topics.delivery == Delivery::ExactlyOnce {
         // A worker that dies for good leaves its open transaction blocking
         // read_committed readers of the output until the broker aborts it;
         // batches commit in well under a second, so keep this short.
-        producer_config.set("transactional.id", &topics.transactional_id);
-        if producer_config.get("transaction.timeout.ms").is_none() {
-            producer_config.set("transaction.timeout.ms", "15000");
-        }
-    }
-    let producer: StageProducer =
-        producer_config.create_with_context(DeliveryFailures::default())?;
-    if exactly_once {
-        producer.init_transactions(TXN_TIMEOUT)?;
-    }
+        BatchWriter::transactional(
+            &config.kafka,
+            &topics.transactional_id,
+            Duration::from_secs(15),
+            TXN_TIMEOUT,
+        )?
+    } else {
+        BatchWriter::idempotent(&config.kafka, TXN_TIMEOUT)?
+    };
     let inputs: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, delivery = ?topics.delivery, inputs = ?topics.inputs, output = %topics.output, "stage running");
@@ -300,11 +276,7 @@ pub fn run(
             continue;
         }
         let writing = Instant::now();
-        let result = if exactly_once {
-            transact(&consumer, &producer, topics, step, metrics, &batch)
-        } else {
-            deliver_then_commit(&consumer, &producer, topics, step, metrics, &batch)
-        };
+        let result = write_batch(&consumer, &writer, topics, step, metrics, &batch);
         tracing::debug!(
             records = batch.len(),
             poll_ms = (writing - polling).as_millis() as u64,
@@ -317,7 +289,7 @@ pub fn run(
                 metrics.error(TRANSACTION_ABORTED);
                 metrics.transaction(false);
                 tracing::warn!(error = %e, "aborting the transaction; the batch is read again");
-                producer.abort_transaction(TXN_TIMEOUT)?;
+                writer.abort()?;
                 rewind(&consumer, &batch)?;
             }
             Err(e) => return Err(e.into()),
@@ -430,7 +402,7 @@ pub struct Destinations<'a> {
 /// decoding), or a dead letter with the input's bytes and headers plus
 /// `firstmile.dlq.*`. A drop writes nothing.
 pub fn write_outcome(
-    producer: &StageProducer,
+    writer: &BatchWriter,
     to: &Destinations<'_>,
     record: &OwnedMessage,
     source: &str,
@@ -443,8 +415,7 @@ pub fn write_outcome(
                 key: headers::SOURCE,
                 value: Some(source),
             });
-            send(
-                producer,
+            writer.send(
                 BaseRecord::to(to.output)
                     .key(key)
                     .payload(value.as_slice())
@@ -454,8 +425,7 @@ pub fn write_outcome(
         Outcome::DeadLetter { kind, message } => {
             let headers = dlq::headers(record, to.stage, kind.as_str(), message);
             let payload = record.payload().unwrap_or_default();
-            send(
-                producer,
+            writer.send(
                 BaseRecord::to(to.dlq)
                     .key(key)
                     .payload(payload)
@@ -481,7 +451,7 @@ type Counts = BTreeMap<String, SourceCounts>;
 /// Produces the batch's outputs and dead letters; returns the offsets to
 /// commit and the counts to report once they are committed.
 fn produce_batch(
-    producer: &StageProducer,
+    writer: &BatchWriter,
     topics: &StageTopics,
     step: &mut dyn Step,
     batch: &[OwnedMessage],
@@ -496,7 +466,7 @@ fn produce_batch(
     for record in batch {
         let source = step.source_of(record);
         let outcome = step.apply(record, &source);
-        write_outcome(producer, &to, record, &source, &outcome)?;
+        write_outcome(writer, &to, record, &source, &outcome)?;
         let count = counts.entry(source).or_default();
         count.read += 1;
         match outcome.discard_reason() {
@@ -528,92 +498,63 @@ fn report(metrics: &Component, counts: Counts, started: Instant) {
     metrics.batch_written(events as usize, started.elapsed().as_secs_f64());
 }
 
-fn transact(
+/// Writes the batch's outcomes with its offsets as the stage delivers, and
+/// reports it once they are committed.
+fn write_batch(
     consumer: &StageConsumer,
-    producer: &StageProducer,
+    writer: &BatchWriter,
     topics: &StageTopics,
     step: &mut dyn Step,
     metrics: &Component,
     batch: &[OwnedMessage],
 ) -> Result<(), KafkaError> {
     let started = Instant::now();
-    producer.begin_transaction()?;
-    let (offsets, counts) = produce_batch(producer, topics, step, batch)?;
-    // No group metadata means the consumer has not joined its group yet.
-    let group = consumer
-        .group_metadata()
-        .ok_or(KafkaError::MessageConsumption(RDKafkaErrorCode::State))?;
-    producer.send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)?;
-    wait_delivered(producer, TXN_TIMEOUT)?;
-    producer.commit_transaction(TXN_TIMEOUT)?;
-    metrics.transaction(true);
+    let produce = |w: &BatchWriter| produce_batch(w, topics, step, batch);
+    let counts = match topics.delivery {
+        Delivery::ExactlyOnce => {
+            // No group metadata means the consumer has not joined its group yet.
+            let group = consumer
+                .group_metadata()
+                .ok_or(KafkaError::MessageConsumption(RDKafkaErrorCode::State))?;
+            let counts = writer.transaction(&group, produce)?;
+            metrics.transaction(true);
+            counts
+        }
+        Delivery::AtLeastOnce => match deliver_then_commit(consumer, writer, metrics, produce)? {
+            Some(counts) => counts,
+            None => return rewind(consumer, batch),
+        },
+    };
     report(metrics, counts, started);
     Ok(())
 }
 
-/// At-least-once: every output acknowledged, then the offsets committed. A
-/// batch with a failed delivery is read again (its delivered records twice).
+/// At-least-once: every output acknowledged, then the offsets committed.
+/// `None` when the batch must be read again (its delivered records twice):
+/// a delivery failed, or the commit did (a rebalance, typically: the
+/// partitions' new owner reads the batch again).
 fn deliver_then_commit(
     consumer: &StageConsumer,
-    producer: &StageProducer,
-    topics: &StageTopics,
-    step: &mut dyn Step,
+    writer: &BatchWriter,
     metrics: &Component,
-    batch: &[OwnedMessage],
-) -> Result<(), KafkaError> {
-    let started = Instant::now();
-    let failures = &producer.context().0;
-    failures.store(0, Ordering::SeqCst);
-    let (offsets, counts) = produce_batch(producer, topics, step, batch)?;
-    let flushed = wait_delivered(producer, FLUSH_TIMEOUT);
-    let failed = failures.load(Ordering::SeqCst);
-    if flushed.is_err() || failed > 0 {
+    produce: impl FnOnce(&BatchWriter) -> Result<(TopicPartitionList, Counts), KafkaError>,
+) -> Result<Option<Counts>, KafkaError> {
+    let mut produced = None;
+    let delivered = writer.delivered(FLUSH_TIMEOUT, |w| {
+        produced = Some(produce(w)?);
+        Ok(())
+    })?;
+    let Some((offsets, counts)) = produced.filter(|_| delivered) else {
         metrics.error(DELIVERY_FAILED);
-        tracing::warn!(failed, flushed = ?flushed, "not every record was delivered; the batch is read again");
-        return rewind(consumer, batch);
-    }
+        tracing::warn!("the batch is read again");
+        return Ok(None);
+    };
     if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
-        // Typically a rebalance: the partitions' new owner reads the batch again.
         metrics.error(OFFSET_COMMIT);
         tracing::warn!(error = %e, "committing offsets failed; the batch will be read again");
-        return rewind(consumer, batch);
+        return Ok(None);
     }
-    report(metrics, counts, started);
-    Ok(())
-}
-
-/// Waits until every produced record is acknowledged (its delivery report
-/// served by the producer's own polling thread).
-///
-/// rust-rdkafka's `flush` (which `commit_transaction` calls first) polls in
-/// slices that always last 100 ms, so every transaction took at least 100 ms;
-/// by the time it runs here there is nothing left to wait for.
-pub fn wait_delivered(producer: &StageProducer, timeout: Duration) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() > deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Produces one record, waiting while the producer's queue is full.
-pub fn send(
-    producer: &StageProducer,
-    mut record: BaseRecord<'_, [u8], [u8]>,
-) -> Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    Ok(Some(counts))
 }
 
 /// After an abort: read the batch again from its first offsets, on the

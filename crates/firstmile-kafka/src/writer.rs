@@ -1,0 +1,158 @@
+//! The producer side of the roles that turn input records into output
+//! records (the stages, replay): batches written with the inputs' offsets in
+//! one Kafka transaction, so each input appears downstream exactly once for
+//! `read_committed` readers; or, for brokers without transactions,
+//! acknowledged before the offsets are committed. Blocking (librdkafka's
+//! transactional calls block): run it on a thread of its own.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use firstmile_config::Kafka;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+
+use crate::{client_config, ClientKind};
+
+/// Counts records the producer finally failed to deliver. Transactions
+/// surface those at commit; at-least-once needs them counted to know whether
+/// a batch may be committed.
+#[derive(Default)]
+pub struct DeliveryFailures(AtomicU64);
+
+impl ClientContext for DeliveryFailures {}
+
+impl ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!(error = %e, "delivery failed");
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An idempotent producer, transactional when made with
+/// [`BatchWriter::transactional`].
+pub struct BatchWriter {
+    producer: ThreadedProducer<DeliveryFailures>,
+    /// How long one transactional call (init, send offsets, commit, abort)
+    /// may take.
+    timeout: Duration,
+}
+
+impl BatchWriter {
+    /// A transactional producer of `transactional_id` (its earlier
+    /// incarnation is fenced). `transaction_timeout`: how long the broker
+    /// lets a transaction stay open before it aborts it, unless
+    /// `[kafka.producer]` sets `transaction.timeout.ms`; an open transaction
+    /// of a worker gone for good blocks `read_committed` readers that long.
+    pub fn transactional(
+        kafka: &Kafka,
+        transactional_id: &str,
+        transaction_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<BatchWriter, KafkaError> {
+        let mut config = client_config(kafka, ClientKind::Producer);
+        config
+            .set("enable.idempotence", "true")
+            .set("transactional.id", transactional_id);
+        if config.get("transaction.timeout.ms").is_none() {
+            config.set(
+                "transaction.timeout.ms",
+                transaction_timeout.as_millis().to_string(),
+            );
+        }
+        let producer: ThreadedProducer<DeliveryFailures> =
+            config.create_with_context(DeliveryFailures::default())?;
+        producer.init_transactions(timeout)?;
+        Ok(BatchWriter { producer, timeout })
+    }
+
+    /// An idempotent producer without transactions (at-least-once).
+    pub fn idempotent(kafka: &Kafka, timeout: Duration) -> Result<BatchWriter, KafkaError> {
+        let producer = client_config(kafka, ClientKind::Producer)
+            .set("enable.idempotence", "true")
+            .create_with_context(DeliveryFailures::default())?;
+        Ok(BatchWriter { producer, timeout })
+    }
+
+    /// Produces one record, waiting while the producer's queue is full.
+    pub fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One transaction: `produce` writes the batch (through
+    /// [`BatchWriter::send`]) and answers the input offsets to commit with
+    /// it; they go to the transaction with the group's metadata (KIP-447),
+    /// then it commits once every record is acknowledged. On an error the
+    /// caller decides: [`BatchWriter::abort`] and read again, or end.
+    pub fn transaction<T>(
+        &self,
+        group: &ConsumerGroupMetadata,
+        produce: impl FnOnce(&BatchWriter) -> Result<(TopicPartitionList, T), KafkaError>,
+    ) -> Result<T, KafkaError> {
+        self.producer.begin_transaction()?;
+        let (offsets, value) = produce(self)?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, group, self.timeout)?;
+        self.wait_delivered(self.timeout)?;
+        self.producer.commit_transaction(self.timeout)?;
+        Ok(value)
+    }
+
+    pub fn abort(&self) -> Result<(), KafkaError> {
+        self.producer.abort_transaction(self.timeout)
+    }
+
+    /// At-least-once: `produce` writes the batch; true if every record of
+    /// it was acknowledged within `timeout` (only then may its offsets be
+    /// committed).
+    pub fn delivered(
+        &self,
+        timeout: Duration,
+        produce: impl FnOnce(&BatchWriter) -> Result<(), KafkaError>,
+    ) -> Result<bool, KafkaError> {
+        let failures = &self.producer.context().0;
+        failures.store(0, Ordering::SeqCst);
+        produce(self)?;
+        let flushed = self.wait_delivered(timeout);
+        let failed = failures.load(Ordering::SeqCst);
+        if flushed.is_err() || failed > 0 {
+            tracing::warn!(failed, flushed = ?flushed, "not every record was delivered");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Waits until every produced record is acknowledged (its delivery
+    /// report served by the producer's own polling thread).
+    ///
+    /// rust-rdkafka's `flush` (which `commit_transaction` calls first) polls
+    /// in slices that always last 100 ms, so every transaction took at least
+    /// 100 ms; by the time it runs after this there is nothing left to wait
+    /// for.
+    fn wait_delivered(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+}
