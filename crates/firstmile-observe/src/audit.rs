@@ -97,15 +97,15 @@ pub async fn audit(
     } else {
         for s in sources {
             if !config.sources.contains_key(s) {
-                return Err(ObserveError::Setup(format!(
-                    "source `{s}` is not configured (known: {})",
-                    config
+                return Err(ObserveError::UnknownSource {
+                    name: s.clone(),
+                    known: config
                         .sources
                         .keys()
                         .cloned()
                         .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                        .join(", "),
+                });
             }
         }
         sources.to_vec()
@@ -133,8 +133,7 @@ pub async fn audit(
         .flat_map(|(_, ids)| ids.keys().copied())
         .collect();
 
-    let mut decoder = EventDecoder::new(&config.schema_registry)
-        .map_err(|e| ObserveError::Setup(e.to_string()))?;
+    let mut decoder = EventDecoder::new(&config.schema_registry)?;
     let events_topic = topology.events_topic();
     let mut with_event: HashSet<Uuid> = HashSet::new();
     scan_since(&c, events_topic, from, &mut decoder, |_, decoded| {
@@ -277,9 +276,8 @@ async fn scan_since(
         let batch = tokio::task::block_in_place(|| reader.read_batch(10_000))?;
         // Dead letters of the parse stage are raw bytes, not Avro: the
         // decoder asks for no schema for them and decodes them to nothing.
-        if !decoder.prepare(&batch, &stop).await {
-            return Err(ObserveError::Setup("schema registry unavailable".into()));
-        }
+        // A registry outage is waited out (`stop` is never set).
+        decoder.prepare(&batch, &stop).await;
         for m in &batch {
             let event = decoder.decode(m).ok();
             each(m, event.as_ref());

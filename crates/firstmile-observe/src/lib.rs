@@ -22,8 +22,10 @@ pub enum ObserveError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Range(#[from] firstmile_kafka::range::RangeError),
-    #[error("{0}")]
-    Target(String),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Sink(#[from] firstmile_sink::SinkError),
+    #[error("source `{name}` is not configured (known: {known})")]
+    UnknownSource { name: String, known: String },
+    #[error("a reader ended abnormally: {0}")]
+    Reader(String),
 }

@@ -267,7 +267,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ObserveError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ObserveError::Setup(format!("status reader: {e}")))?
+        .map_err(|e| ObserveError::Reader(e.to_string()))?
 }
 
 /// The worker groups: name, group, input topics.

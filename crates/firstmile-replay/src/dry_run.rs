@@ -47,8 +47,7 @@ pub fn dry_run(
         topology,
         consumer,
     } = setup;
-    let registry = Registry::new(&config.schema_registry)
-        .map_err(|e| ReplayError::Setup(format!("schema registry: {e}")))?;
+    let registry = Registry::new(&config.schema_registry)?;
     let mut decoder = Decoder::new(registry, firstmile_event::event_schema());
     let mut report = Report::default();
     let Some(since_time) = oldest(consumer, plan)? else {
@@ -132,9 +131,7 @@ fn fetch_schemas(
 ) -> Result<(), ReplayError> {
     let missing = decoder.missing(batch.iter().map(|m| m.payload().unwrap_or_default()));
     for id in missing {
-        runtime
-            .block_on(decoder.fetch(id))
-            .map_err(|e| ReplayError::Setup(format!("fetching schema id {id}: {e}")))?;
+        runtime.block_on(decoder.fetch(id))?;
     }
     Ok(())
 }

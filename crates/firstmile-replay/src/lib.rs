@@ -67,6 +67,8 @@ pub enum ReplayError {
     NothingToResume(String),
     #[error("another replay of source `{0}` started and took over; this one stopped (its last committed batch stands)")]
     Fenced(String),
-    #[error("{0}")]
-    Setup(String),
+    #[error("schema registry: {0}")]
+    Registry(#[from] firstmile_schema::RegistryError),
+    #[error("the replay's consumer has no group metadata (it needs its group to commit progress)")]
+    NoGroup,
 }

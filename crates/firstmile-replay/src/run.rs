@@ -81,9 +81,7 @@ pub fn run(
     let writer =
         BatchWriter::transactional(&config.kafka, group, Duration::from_secs(60), TXN_TIMEOUT)
             .map_err(|e| fenced_or(e, &plan.source))?;
-    let group_metadata = consumer
-        .group_metadata()
-        .ok_or_else(|| ReplayError::Setup("the replay consumer has no group".into()))?;
+    let group_metadata = consumer.group_metadata().ok_or(ReplayError::NoGroup)?;
 
     // The plan's ends go to Kafka before anything else, so `--resume` finds
     // them even if this run stops before its first batch.

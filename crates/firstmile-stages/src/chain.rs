@@ -22,11 +22,6 @@ impl Chain {
         Ok(Chain { parse, enrich })
     }
 
-    /// The topic the chain's events go to (the enrich stage's output).
-    pub fn output(&self) -> &str {
-        self.enrich.encoder().topic()
-    }
-
     /// The source a raw record belongs to, as the parse stage decides it.
     pub fn source_of(&self, record: &OwnedMessage) -> String {
         self.parse.source_of(record)

@@ -10,20 +10,15 @@ use crate::{Outcome, StageError};
 
 pub struct EventEncoder {
     schema_id: u32,
-    topic: String,
 }
 
 impl EventEncoder {
     /// Registers the event schema for `topic` (retrying while the registry is
     /// unavailable: an outage is not bad data).
     pub async fn for_topic(config: &Config, topic: &str) -> Result<EventEncoder, StageError> {
-        let registry =
-            Registry::new(&config.schema_registry).map_err(|e| StageError::Setup(e.to_string()))?;
+        let registry = Registry::new(&config.schema_registry)?;
         let schema_id = register_with_retry(&registry, &value_subject(topic)).await?;
-        Ok(EventEncoder {
-            schema_id,
-            topic: topic.to_string(),
-        })
+        Ok(EventEncoder { schema_id })
     }
 
     /// The event in Confluent framing: written straight after the frame's
@@ -37,11 +32,6 @@ impl EventEncoder {
     /// The encoded event as a stage's output.
     pub fn outcome(&self, event: &Event) -> Outcome {
         Outcome::Output(self.encode(event))
-    }
-
-    /// The topic the schema was registered for.
-    pub fn topic(&self) -> &str {
-        &self.topic
     }
 }
 
@@ -58,7 +48,12 @@ async fn register_with_retry(registry: &Registry, subject: &str) -> Result<u32, 
                 tracing::warn!(%subject, error = %why, retry_in = ?wait, "schema registry unavailable");
                 tokio::time::sleep(wait).await;
             }
-            Err(e) => return Err(StageError::Setup(format!("{subject}: {e}"))),
+            Err(error) => {
+                return Err(StageError::Register {
+                    subject: subject.to_string(),
+                    error,
+                })
+            }
         }
     }
 }

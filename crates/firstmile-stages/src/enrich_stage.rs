@@ -44,14 +44,14 @@ impl EnrichStep {
         let topics = StageTopics::new(config, topology, StageName::Enrich);
         let mut rules = BTreeMap::new();
         for (name, source) in &config.sources {
-            let r = SourceRules::new(&source.enrich)
-                .map_err(|e| StageError::Setup(format!("sources.{name}.enrich: {e}")))?;
+            let r = SourceRules::new(&source.enrich).map_err(|error| StageError::Rules {
+                name: name.clone(),
+                error,
+            })?;
             rules.insert(name.clone(), r);
         }
-        let enricher =
-            Enricher::new(&config.enrich).map_err(|e| StageError::Setup(format!("enrich: {e}")))?;
-        let registry =
-            Registry::new(&config.schema_registry).map_err(|e| StageError::Setup(e.to_string()))?;
+        let enricher = Enricher::new(&config.enrich).map_err(StageError::Enrich)?;
+        let registry = Registry::new(&config.schema_registry)?;
         let step = EnrichStep {
             decoder: Decoder::new(registry, firstmile_event::event_schema()),
             enricher,

@@ -46,8 +46,27 @@ pub use parse_stage::ParseStep;
 pub enum StageError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("{0}")]
-    Setup(String),
+    #[error("sources.{name}.parse: {error}")]
+    Parser {
+        name: String,
+        error: firstmile_parse::ParserConfigError,
+    },
+    #[error("sources.{name}.enrich: {error}")]
+    Rules {
+        name: String,
+        error: firstmile_enrich::EnrichError,
+    },
+    #[error("enrich: {0}")]
+    Enrich(firstmile_enrich::EnrichError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] firstmile_schema::RegistryError),
+    #[error("registering the event schema under {subject}: {error}")]
+    Register {
+        subject: String,
+        error: firstmile_schema::RegistryError,
+    },
+    #[error("no sources: nothing to parse")]
+    NoSources,
 }
 
 /// What a step makes of one input record.

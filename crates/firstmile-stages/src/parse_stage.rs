@@ -34,8 +34,10 @@ impl ParseStep {
         let mut parsers = BTreeMap::new();
         let mut topic_source = BTreeMap::new();
         for (name, source) in &config.sources {
-            let parser = SourceParser::new(&source.parse)
-                .map_err(|e| StageError::Setup(format!("sources.{name}.parse: {e}")))?;
+            let parser = SourceParser::new(&source.parse).map_err(|error| StageError::Parser {
+                name: name.clone(),
+                error,
+            })?;
             parsers.insert(name.clone(), parser);
             if let Some(names) = topology.sources.get(name) {
                 topic_source
@@ -45,7 +47,7 @@ impl ParseStep {
         }
         let topics = StageTopics::new(config, topology, StageName::Parse);
         if topics.inputs.is_empty() {
-            return Err(StageError::Setup("no sources: nothing to parse".into()));
+            return Err(StageError::NoSources);
         }
         let step = ParseStep {
             parsers,
