@@ -130,6 +130,23 @@ pub fn push_index(body: &mut Vec<u8>, index: &str, id: &str, doc: &[u8]) {
     body.push(b'\n');
 }
 
+/// Error types that put the fault on the cluster, not on the document,
+/// whatever their status: the document is written again later, never
+/// dead-lettered (ARCHITECTURE.md, "Sinks", has the table of causes).
+pub const CLUSTER_ERRORS: &[&str] = &[
+    // index.blocks.write, read_only, read_only_allow_delete (disk flood
+    // stage): 403 or 429 until someone lifts the block.
+    "cluster_block_exception",
+    // A closed index, or a missing one where auto-creation is off: the
+    // operator opens or creates it.
+    "index_closed_exception",
+    "index_not_found_exception",
+    "unavailable_shards_exception",
+    "no_shard_available_action_exception",
+    "es_rejected_execution_exception",
+    "circuit_breaking_exception",
+];
+
 /// The outcome of each item of a `_bulk` answer, in request order; `None`
 /// if the answer is not a `_bulk` answer for `n` items.
 pub fn item_outcomes(answer: &Value, n: usize) -> Option<Vec<ItemOutcome>> {
@@ -145,9 +162,11 @@ pub fn item_outcomes(answer: &Value, n: usize) -> Option<Vec<ItemOutcome>> {
             let error = &result["error"];
             let error_type = error["type"].as_str().unwrap_or("unknown").to_string();
             let reason = error["reason"].as_str().unwrap_or("").to_string();
+            let cluster = CLUSTER_ERRORS.contains(&error_type.as_str());
             Some(match status {
                 200..=299 | 409 => ItemOutcome::Written,
                 429 | 500..=599 => ItemOutcome::Retry(format!("{status} {error_type}: {reason}")),
+                _ if cluster => ItemOutcome::Retry(format!("{status} {error_type}: {reason}")),
                 _ => ItemOutcome::Rejected {
                     kind: DeadLetterKind::RejectedByElasticsearch,
                     message: format!("{error_type}: {reason}"),
@@ -206,8 +225,11 @@ mod tests {
             {"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}},
             {"index": {"status": 503, "error": {"type": "unavailable_shards_exception", "reason": "x"}}},
             {"index": {"status": 400, "error": {"type": "document_parsing_exception", "reason": "failed to parse field [message]"}}},
+            {"index": {"status": 403, "error": {"type": "cluster_block_exception", "reason": "index [x] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+            {"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such index [x]"}}},
+            {"index": {"status": 400, "error": {"type": "index_closed_exception", "reason": "closed"}}},
         ]});
-        let outcomes = item_outcomes(&answer, 5).unwrap();
+        let outcomes = item_outcomes(&answer, 8).unwrap();
         assert_eq!(outcomes[0], ItemOutcome::Written);
         assert_eq!(outcomes[1], ItemOutcome::Written);
         assert!(matches!(outcomes[2], ItemOutcome::Retry(_)));
@@ -219,6 +241,12 @@ mod tests {
                 message: "document_parsing_exception: failed to parse field [message]".into()
             }
         );
+        for (i, outcome) in outcomes.iter().enumerate().skip(5) {
+            assert!(
+                matches!(outcome, ItemOutcome::Retry(_)),
+                "item {i}: the cluster's fault, not the document's: {outcome:?}"
+            );
+        }
         assert_eq!(
             item_outcomes(&answer, 4),
             None,

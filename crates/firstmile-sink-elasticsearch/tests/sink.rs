@@ -310,3 +310,73 @@ async fn an_outage_mid_run_loses_and_doubles_nothing() {
     sink.stop().await;
     f.cleanup().await;
 }
+
+/// A write block on the index (`index.blocks.write`, answered 403
+/// `cluster_block_exception`) is the cluster's doing: the documents wait and
+/// are all indexed once the block lifts, nothing goes to `dlq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_write_blocked_index_gets_every_event_once_the_block_lifts() {
+    let f = Fixture::new().await;
+    let events = sample_events(0, N, "1");
+    let indices: std::collections::BTreeSet<String> =
+        events.iter().map(|e| index_of(&f, e)).collect();
+    let metrics = firstmile_metrics::Metrics::new();
+    let config = f.config(&es_url(), &unique("group"));
+    let sink = firstmile_sink_elasticsearch::ElasticsearchSink::new(&config.elasticsearch).unwrap();
+    let sink = Background::metered_sink(config, sink, std::sync::Arc::clone(&metrics));
+    // The sink puts its template first; the blocked indices take it.
+    let template = format!("/_index_template/firstmile-{}", f.prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.es(reqwest::Method::GET, &template, None).await["index_templates"].is_null() {
+        assert!(Instant::now() < deadline, "no template");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for index in &indices {
+        f.es(reqwest::Method::PUT, &format!("/{index}"), None).await;
+        let blocked = f
+            .es(
+                reqwest::Method::PUT,
+                &format!("/{index}/_settings"),
+                Some(json!({"index.blocks.write": true})),
+            )
+            .await;
+        assert_eq!(blocked["acknowledged"], true, "{blocked}");
+    }
+    produce_events(&f.events, f.schema_id, &events).await;
+    // Refused more than once while blocked.
+    let retries = || {
+        let text = metrics.encode();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("firstmile_component_errors_total") && l.contains("item_retry")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retries() < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no blocked item was retried; dead letters: {}",
+            dead_letters(&f.dlq).len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.count().await, 0, "nothing indexed while blocked");
+    for index in &indices {
+        f.es(
+            reqwest::Method::PUT,
+            &format!("/{index}/_settings"),
+            Some(json!({"index.blocks.write": false})),
+        )
+        .await;
+    }
+    assert_eq!(f.wait_count(N as u64).await, N as u64);
+    assert!(
+        dead_letters(&f.dlq).is_empty(),
+        "a write block is not bad data"
+    );
+    sink.stop().await;
+    f.cleanup().await;
+}

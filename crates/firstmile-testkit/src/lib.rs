@@ -437,10 +437,18 @@ impl Background {
     /// `sink` run by the sink driver as configured (instance id `test`).
     pub fn sink<S: firstmile_sink::Sink + 'static>(
         config: firstmile_config::Config,
+        sink: S,
+    ) -> Background {
+        Background::metered_sink(config, sink, firstmile_metrics::Metrics::new())
+    }
+
+    /// [`Background::sink`], its metrics recorded in `metrics`.
+    pub fn metered_sink<S: firstmile_sink::Sink + 'static>(
+        config: firstmile_config::Config,
         mut sink: S,
+        metrics: std::sync::Arc<firstmile_metrics::Metrics>,
     ) -> Background {
         Background::spawn(|stop| async move {
-            let metrics = firstmile_metrics::Metrics::new();
             let component = metrics.component(firstmile_metrics::Kind::Sink, sink.name().as_str());
             let topology = firstmile_config::Topology::resolve(&config, "test");
             firstmile_sink::run(&config, &topology, &mut sink, &component, &stop)
