@@ -1,6 +1,10 @@
-//! Kafka plumbing for firstmile: client settings from `[kafka]`, topics as code
-//! (`topics/*.toml` planned against and applied to the broker), and the raw
-//! producer every receiver writes through.
+//! Every Kafka mechanic of firstmile, so roles only say what they do with
+//! their clients: client settings from `[kafka]` (`client`: group members,
+//! assigned readers), ranges of offsets and reading them (`range`), batches
+//! written transactionally (`writer`), batch windows, backoff, consumer lag,
+//! dead-letter headers, topics as code (`topics/*.toml` planned against and
+//! applied to the broker), and the raw producer every receiver writes
+//! through.
 
 pub mod backoff;
 pub mod batch;
