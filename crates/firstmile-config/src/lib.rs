@@ -12,6 +12,7 @@
 //! Pure logic: the caller reads the file and passes the environment.
 
 mod model;
+mod redact;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use toml::de::{DeTable, DeValue};
 use toml::{Table, Value};
 
 pub use model::*;
+pub use redact::redact;
 pub use topology::*;
 
 /// Prefix of every firstmile environment variable.
@@ -550,7 +552,7 @@ fn validate(config: &Config) -> Found {
         if !schemes.iter().any(|s| url.starts_with(s)) {
             found.push((
                 key.into(),
-                format!("`{url}` must start with {}", schemes.join(" or ")),
+                format!("`{}` must start with {}", redact(url), schemes.join(" or ")),
             ));
         }
     }

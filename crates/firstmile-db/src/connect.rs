@@ -12,11 +12,11 @@ use crate::DbError;
 /// Opens one connection and drives it on a background task.
 pub async fn connect(db: &Database) -> Result<Client, DbError> {
     let pg = tokio_postgres::Config::from_str(&db.url).map_err(|e| DbError::Config {
-        message: format!("database.url: {e}"),
+        message: firstmile_config::redact(&format!("database.url: {e}")),
     })?;
     let tls = tls_connector(db)?;
     let (client, connection) = pg.connect(tls).await.map_err(|e| DbError::Connect {
-        target: redact(&db.url),
+        target: firstmile_config::redact(&db.url),
         source: e,
     })?;
     tokio::spawn(async move {
@@ -56,23 +56,4 @@ fn tls_connector(db: &Database) -> Result<MakeTlsConnector, DbError> {
         builder.danger_accept_invalid_certs(true);
     }
     Ok(MakeTlsConnector::new(builder.build().map_err(tls_error)?))
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }

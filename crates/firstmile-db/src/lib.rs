@@ -5,7 +5,7 @@
 mod connect;
 pub mod migrate;
 
-pub use connect::{connect, redact};
+pub use connect::connect;
 pub use migrate::{migrate, Flavour, Report};
 
 #[derive(Debug, thiserror::Error)]

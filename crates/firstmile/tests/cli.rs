@@ -250,3 +250,96 @@ fn schemas_register_then_check_refuses_an_incompatible_change() {
     );
     assert!(text(&out.stderr).contains("1 schema(s) incompatible"));
 }
+
+/// A password in the database URL, as userinfo and as `?password=`; the
+/// same secret as the Elasticsearch password and in its URL.
+const SECRET: &str = "hunter2-secret";
+
+fn secret_env(database_scheme: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "FIRSTMILE_DATABASE__URL",
+            format!("{database_scheme}://fm:{SECRET}@127.0.0.1:1/events?password={SECRET}&sslmode=disable"),
+        ),
+        ("FIRSTMILE_ELASTICSEARCH__URL", format!("http://fm:{SECRET}@127.0.0.1:1")),
+        ("FIRSTMILE_ELASTICSEARCH__PASSWORD", SECRET.to_string()),
+        ("FIRSTMILE_SCHEMA_REGISTRY__PASSWORD", SECRET.to_string()),
+        ("FIRSTMILE_KAFKA__BROKERS", "127.0.0.1:1".to_string()),
+    ]
+}
+
+#[test]
+fn check_names_a_mistyped_url_without_its_password() {
+    let dir = project("");
+    let env = secret_env("postgress");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = firstmile(dir.path(), &["check"], &env);
+    assert!(!out.status.success());
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(all.contains("database.url"), "{all}");
+    assert!(all.contains("postgress://fm:***@"), "{all}");
+    assert!(!all.contains(SECRET), "a secret printed: {all}");
+}
+
+/// A sink whose brokers and targets are unreachable answers `/health/ready`
+/// with every failure, and neither that answer nor its logs hold a secret.
+#[test]
+fn a_workers_health_answer_and_logs_hold_no_secret() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_firstmile"));
+    cmd.current_dir(dir.path())
+        .args(["sink", "timescale"])
+        .env("FIRSTMILE_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FIRSTMILE_")) {
+        cmd.env_remove(k);
+    }
+    for (k, v) in secret_env("postgresql") {
+        cmd.env(k, v);
+    }
+    let mut worker = firstmile_testkit::KillOnDrop(cmd.spawn().unwrap());
+    // Drained as it comes, so the worker never blocks on a full pipe.
+    let mut stderr = worker.0.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // Until the endpoint answers, and its answer names both failures.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answer = loop {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.write_all(b"GET /health/ready HTTP/1.0\r\nHost: x\r\n\r\n")?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer)?;
+                Ok(answer)
+            })
+            .unwrap_or_default();
+        if answer.contains("kafka") && answer.contains("cannot connect to postgresql://") {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer naming both: {answer:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(answer.starts_with("HTTP/1.0 503"), "{answer}");
+    assert!(
+        !answer.contains(SECRET),
+        "a secret in the health answer: {answer}"
+    );
+    drop(worker);
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("WARN"), "the outage is logged: {logs}");
+    assert!(!logs.contains(SECRET), "a secret in the logs: {logs}");
+}

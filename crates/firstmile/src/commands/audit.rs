@@ -40,11 +40,13 @@ pub async fn run(settings: &Settings, args: AuditArgs) -> Result<()> {
         &args.source,
     )
     .await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", render(&report));
-    }
+        render(&report)
+    };
+    // A sink's error can quote a URL.
+    print!("{}", firstmile_config::redact(&text));
     if !report.complete() {
         std::process::exit(2);
     }

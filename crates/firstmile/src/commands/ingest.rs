@@ -44,15 +44,14 @@ impl Receivers {
         let readiness: Readiness = Arc::new(move || {
             let (shared, targets) = (Arc::clone(&shared), Arc::clone(&targets));
             async move {
-                shared
-                    .acked
-                    .check_connected(Duration::from_secs(2))
-                    .await
-                    .map_err(|e| format!("kafka: {e}"))?;
-                for target in targets.iter() {
-                    target.check().await?;
-                }
-                Ok(())
+                let brokers = async {
+                    shared
+                        .acked
+                        .check_connected(Duration::from_secs(2))
+                        .await
+                        .map_err(|e| format!("kafka: {e}"))
+                };
+                super::all_ready(brokers.boxed(), &targets).await
             }
             .boxed()
         });

@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings, args: MigrateArgs) -> Result<()> {
     let report = firstmile_db::migrate(&mut client, &db.schema, force).await?;
     say!(
         "{} schema {} ({}): applied {} migration(s){}, {} already applied",
-        firstmile_db::redact(&db.url),
+        firstmile_config::redact(&db.url),
         db.schema,
         report.flavour,
         report.applied.len(),

@@ -77,14 +77,30 @@ fn readiness(config: &firstmile_config::Config, targets: &[SinkName]) -> Result<
     Ok(Arc::new(move || {
         let (probe, targets) = (probe.clone(), Arc::clone(&targets));
         async move {
-            probe.check(std::time::Duration::from_secs(2)).await?;
-            for target in targets.iter() {
-                target.check().await?;
-            }
-            Ok(())
+            let brokers = probe.check(std::time::Duration::from_secs(2)).boxed();
+            all_ready(brokers, &targets).await
         }
         .boxed()
     }))
+}
+
+/// Ready when the brokers and every target answer; otherwise every failure
+/// (not just the first), secrets redacted: the answer of `/health/ready`.
+pub async fn all_ready(
+    brokers: futures::future::BoxFuture<'_, Result<(), String>>,
+    targets: &[Box<dyn firstmile_sink::Sink>],
+) -> Result<(), String> {
+    let checks = std::iter::once(brokers).chain(targets.iter().map(|t| t.check()));
+    let failures: Vec<String> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(firstmile_config::redact(&failures.join("; ")))
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop).

@@ -61,6 +61,8 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> Result<()> {
         } else {
             render(&snapshot)
         };
+        // Targets' and endpoints' errors can quote a URL.
+        let text = firstmile_config::redact(&text);
         let mut out = std::io::stdout().lock();
         if args.watch {
             // Home and clear: the snapshot replaces the last one.
