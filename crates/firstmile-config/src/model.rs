@@ -249,7 +249,9 @@ impl Default for SchemaRegistry {
 }
 
 /// The PostgreSQL/TimescaleDB database the sink writes to. TLS is negotiated
-/// as the URL's `sslmode` says (`disable`, `prefer`, `require`).
+/// as the URL's `sslmode` says (`disable`, `prefer`, `require`; `verify-ca`
+/// and `verify-full` are taken as `require`, the certificate chain and host
+/// name always verified unless `tls.insecure_skip_verify`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {

@@ -238,12 +238,15 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Compares the bearer token in constant time.
+/// Compares the bearer token in constant time. The scheme is
+/// case-insensitive (RFC 9110: `bearer x` is `Bearer x`).
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, given)| given)
     else {
         return false;
     };
@@ -294,5 +297,30 @@ fn decode(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, DecodeError
             "unsupported_encoding",
             format!("Content-Encoding `{other}` is not supported (gzip, zstd, identity)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        for ok in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "] {
+            assert!(bearer_matches(&with_authorization(ok), "s3cret"), "{ok}");
+        }
+        for refused in ["Bearer s3cre", "Basic s3cret", "Bearers3cret", "s3cret"] {
+            assert!(
+                !bearer_matches(&with_authorization(refused), "s3cret"),
+                "{refused}"
+            );
+        }
+        assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
     }
 }
