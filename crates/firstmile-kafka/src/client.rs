@@ -116,6 +116,23 @@ impl BrokerProbe {
     }
 }
 
+/// Why a consumer cannot go on after `error`, with what to do; `None` for
+/// the errors it recovers from itself (a broker restarting, say). A
+/// consumer that meets one must end (its process exits non-zero for its
+/// orchestrator): librdkafka will not consume again.
+pub fn fatal_consumer_error(error: &rdkafka::error::KafkaError, member_id: &str) -> Option<String> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+    match error {
+        KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId) => Some(format!(
+            "another worker joined the group with this worker's instance id (member id \
+             `{member_id}`) and fenced it: give each worker its own instance_id"
+        )),
+        KafkaError::MessageConsumptionFatal(_) => Some(format!("fatal consumer error: {error}")),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +184,19 @@ mod tests {
         assert!(member.get("statistics.interval.ms").is_some());
         assert_eq!(reader.get("group.id"), Some("r"));
         assert_eq!(reader.get("group.instance.id"), None);
+    }
+
+    #[test]
+    fn a_fenced_instance_id_is_fatal_and_says_what_to_do() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        let fenced = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId);
+        let why = fatal_consumer_error(&fenced, "g-host").unwrap();
+        assert!(
+            why.contains("`g-host`") && why.contains("its own instance_id"),
+            "{why}"
+        );
+        let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(fatal_consumer_error(&transient, "g-host"), None);
     }
 }

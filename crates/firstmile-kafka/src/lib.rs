@@ -19,8 +19,8 @@ pub mod writer;
 pub use backoff::Backoff;
 pub use batch::BatchWindow;
 pub use client::{
-    assigned_reader_config, client_config, group_member_config, BrokerProbe, ClientKind,
-    CONSUMER_DEFAULTS,
+    assigned_reader_config, client_config, fatal_consumer_error, group_member_config, BrokerProbe,
+    ClientKind, CONSUMER_DEFAULTS,
 };
 pub use writer::BatchWriter;
 

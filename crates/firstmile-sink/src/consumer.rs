@@ -15,7 +15,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use firstmile_kafka::lag::ConsumerLag;
-use firstmile_kafka::{client_config, dlq, group_member_config, raw, BatchWindow, ClientKind};
+use firstmile_kafka::{
+    client_config, dlq, fatal_consumer_error, group_member_config, raw, BatchWindow, ClientKind,
+};
+
+use crate::SinkError;
 use firstmile_metrics::Component;
 
 /// A sink's part of the topology, and its batching.
@@ -81,7 +85,8 @@ impl SinkConsumer {
 
     /// Up to `batch_records` records, or what arrived within `batch`, or
     /// what arrived before the input went idle for `batch_idle`.
-    pub async fn poll_batch(&self) -> Vec<OwnedMessage> {
+    /// An error: the consumer cannot go on (fenced, say); the sink ends.
+    pub async fn poll_batch(&self) -> Result<Vec<OwnedMessage>, SinkError> {
         let mut batch = Vec::new();
         let mut window = BatchWindow::start(self.topics.batch, self.topics.batch_idle);
         while batch.len() < self.topics.batch_records {
@@ -94,13 +99,19 @@ impl SinkConsumer {
                     batch.push(m.detach());
                     window.record();
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(sink = %self.topics.name, error = %e, "consumer error")
-                }
+                Ok(Err(e)) => match fatal_consumer_error(&e, &self.topics.member_id) {
+                    Some(why) => {
+                        return Err(SinkError::Consumer {
+                            sink: self.topics.name,
+                            why,
+                        })
+                    }
+                    None => tracing::warn!(sink = %self.topics.name, error = %e, "consumer error"),
+                },
                 Err(_) => break,
             }
         }
-        batch
+        Ok(batch)
     }
 
     /// Writes the dead letters and waits until Kafka has them (librdkafka

@@ -61,7 +61,7 @@ pub async fn run<S: Sink + ?Sized>(
     let mut decoder = EventDecoder::new(&config.schema_registry)?;
 
     while !stop.load(Ordering::SeqCst) {
-        let batch = consumer.poll_batch().await;
+        let batch = consumer.poll_batch().await?;
         if batch.is_empty() || !decoder.prepare(&batch, stop).await {
             continue;
         }

@@ -142,6 +142,8 @@ pub enum SinkError {
     Registry(#[from] firstmile_schema::RegistryError),
     #[error("{sink}: {message}")]
     Setup { sink: SinkName, message: String },
+    #[error("{sink}: the consumer cannot go on: {why}")]
+    Consumer { sink: SinkName, why: String },
 }
 
 /// Events out of the sink's input: Avro, writer schemas fetched by id.

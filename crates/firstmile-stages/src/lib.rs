@@ -26,7 +26,9 @@ use firstmile_event::DeadLetterKind;
 use firstmile_kafka::dlq;
 use firstmile_kafka::lag::ConsumerLag;
 use firstmile_kafka::raw::headers;
-use firstmile_kafka::{group_member_config, Backoff, BatchWindow, BatchWriter};
+use firstmile_kafka::{
+    fatal_consumer_error, group_member_config, Backoff, BatchWindow, BatchWriter,
+};
 use firstmile_metrics::{Component, KnownLabels};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -67,6 +69,8 @@ pub enum StageError {
     },
     #[error("no sources: nothing to parse")]
     NoSources,
+    #[error("the consumer cannot go on: {0}")]
+    Consumer(String),
 }
 
 /// What a step makes of one input record.
@@ -182,6 +186,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// offset) reads them again. Writing them too would duplicate them, and the
 /// transaction would still commit: by then it carries the new generation.
 struct Revocations {
+    /// This member's id, for what a fatal consumer error says.
+    member_id: String,
     revoked: Mutex<Revoked>,
     /// Set when `revoked` holds something: the check after every poll
     /// (every record) is one atomic load, not a lock.
@@ -223,8 +229,9 @@ impl ConsumerContext for Revocations {
 }
 
 impl Revocations {
-    fn new(lag: ConsumerLag) -> Revocations {
+    fn new(lag: ConsumerLag, member_id: &str) -> Revocations {
         Revocations {
+            member_id: member_id.to_string(),
             revoked: Mutex::default(),
             pending: AtomicBool::new(false),
             lag,
@@ -270,7 +277,8 @@ pub fn run(
     let consumer_config =
         group_member_config(&config.kafka, &topics.group, &topics.transactional_id);
     let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
-    let consumer: StageConsumer = consumer_config.create_with_context(Revocations::new(lag))?;
+    let consumer: StageConsumer =
+        consumer_config.create_with_context(Revocations::new(lag, &topics.transactional_id))?;
     let writer = if topics.delivery == Delivery::ExactlyOnce {
         // A worker that dies for good leaves its open transaction blocking
         // read_committed readers of the output until the broker aborts it;
@@ -328,7 +336,7 @@ fn prepared(
     metrics: &Component,
     stop: &AtomicBool,
     batch: &mut Vec<OwnedMessage>,
-) -> Result<bool, KafkaError> {
+) -> Result<bool, StageError> {
     let mut backoff = Backoff::default();
     let mut paused: Option<TopicPartitionList> = None;
     loop {
@@ -353,7 +361,7 @@ fn prepared(
                     // fetched before the pause may still come: it joins the
                     // batch (its position is already past it), and the batch
                     // is prepared again.
-                    poll_into(consumer, batch, Duration::from_millis(100));
+                    poll_into(consumer, batch, Duration::from_millis(100))?;
                 }
             }
         }
@@ -368,7 +376,7 @@ fn prepared(
 fn poll_batch(
     consumer: &StageConsumer,
     topics: &StageTopics,
-) -> Result<Vec<OwnedMessage>, KafkaError> {
+) -> Result<Vec<OwnedMessage>, StageError> {
     let mut batch = Vec::new();
     let mut window = BatchWindow::start(topics.batch, topics.batch_idle);
     while batch.len() < topics.batch_records {
@@ -376,7 +384,7 @@ fn poll_batch(
         if left.is_zero() && !batch.is_empty() {
             break;
         }
-        let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)));
+        let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)))?;
         if polled {
             window.record();
         }
@@ -391,20 +399,29 @@ fn poll_batch(
 /// served by this poll first takes out the batch's records from the
 /// partitions it revoked; the record the poll returns comes from the new
 /// assignment (librdkafka discards what was fetched under the old one).
-fn poll_into(consumer: &StageConsumer, batch: &mut Vec<OwnedMessage>, timeout: Duration) -> bool {
+/// An error: the consumer cannot go on (fenced, say); the stage ends.
+fn poll_into(
+    consumer: &StageConsumer,
+    batch: &mut Vec<OwnedMessage>,
+    timeout: Duration,
+) -> Result<bool, StageError> {
     let polled = consumer.poll(timeout);
-    consumer.context().drop_revoked(batch);
+    let context = consumer.context();
+    context.drop_revoked(batch);
     match polled {
         Some(Ok(m)) => {
             batch.push(m.detach());
-            true
+            Ok(true)
         }
-        // Transient consumer errors (a broker restarting): keep polling.
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "consumer");
-            false
-        }
-        None => false,
+        Some(Err(e)) => match fatal_consumer_error(&e, &context.member_id) {
+            Some(why) => Err(StageError::Consumer(why)),
+            // A broker restarting, say: librdkafka recovers; keep polling.
+            None => {
+                tracing::warn!(error = %e, "consumer error");
+                Ok(false)
+            }
+        },
+        None => Ok(false),
     }
 }
 

@@ -558,6 +558,74 @@ async fn a_sinks_own_dead_letter_topic_is_read_by_status_and_audit() {
     assert_eq!(sink("timescale")["present"], N, "{report}");
 }
 
+/// Two sinks given the same instance id: the second fences the first, which
+/// ends non-zero saying why (it cannot consume again) instead of staying up
+/// and silent; the second keeps the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_worker_fenced_by_a_duplicate_instance_id_ends_and_says_why() {
+    let mut s = Scenario::create("dupid").await;
+    s.configure(None, "1");
+    s.env.push((
+        "FIRSTMILE_SINKS__TIMESCALE__INSTANCE_ID".into(),
+        "dup".into(),
+    ));
+    let group = format!("{}-timescale", s.raw);
+    let mut first = s.command(&["sink", "timescale"]);
+    first.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut first = Worker(first.spawn().unwrap());
+    let mut stderr = first.0.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    wait_for(
+        "the first sink in its group",
+        Duration::from_secs(60),
+        || {
+            let group = group.clone();
+            async move {
+                let (state, members) = firstmile_testkit::group_state(&group);
+                (state == "Stable" && members == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let mut second = s.spawn(&["sink", "timescale"]);
+    let status = wait_for("the fenced sink to end", Duration::from_secs(60), || {
+        let ended = first.0.try_wait().unwrap();
+        async move { ended }
+    })
+    .await;
+    assert!(
+        !status.success(),
+        "a fenced worker must not end as if all were well"
+    );
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("give each worker its own instance_id"),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("`{group}-dup`")), "{logs}");
+    assert!(
+        second.0.try_wait().unwrap().is_none(),
+        "the second keeps running"
+    );
+    wait_for(
+        "the second sink in the group",
+        Duration::from_secs(60),
+        || {
+            let group = group.clone();
+            async move {
+                let (state, members) = firstmile_testkit::group_state(&group);
+                (state == "Stable" && members == 1).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Starts Debian's Prometheus on the roles' endpoints; waits until its
 /// targets page shows every role up, then runs every Prometheus query of
 /// the pipeline-health dashboard.
