@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use firstmile_config::Config;
-use firstmile_event::{Event, EVENT_SCHEMA};
-use firstmile_schema::{value_subject, Registry};
+use firstmile_event::Event;
 use firstmile_testkit::{
     brokers, create_topics, dead_letters, delete_topics, produce_events, registry_url,
     sample_events, unique, Background, TcpProxy,
@@ -30,15 +29,7 @@ impl Fixture {
     async fn new() -> Fixture {
         let (events, dlq) = (unique("events"), unique("dlq"));
         create_topics(&[&events, &dlq], 3).await;
-        let registry = Registry::new(&firstmile_config::SchemaRegistry {
-            url: registry_url(),
-            ..Default::default()
-        })
-        .unwrap();
-        let schema_id = registry
-            .register(&value_subject(&events), EVENT_SCHEMA)
-            .await
-            .unwrap();
+        let schema_id = firstmile_testkit::register_event_schema(&events).await;
         // Index names are lower case, without dots at the start.
         let prefix = unique("es").replace('.', "-").to_lowercase();
         Fixture {

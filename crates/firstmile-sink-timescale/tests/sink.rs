@@ -8,8 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use firstmile_config::Config;
-use firstmile_event::{Event, EVENT_SCHEMA};
-use firstmile_schema::{value_subject, Registry};
+use firstmile_event::Event;
 use firstmile_testkit::{
     brokers, create_topics, dead_letters, delete_topics, migrated_schema, postgres_url,
     produce_events, registry_url, sample_events, timescaledb_url, unique, Background, TcpProxy,
@@ -40,15 +39,7 @@ impl Fixture {
         create_topics(&[&events, &dlq], 3).await;
         let db_url = target();
         let (client, schema) = migrated_schema(&db_url, "sink").await;
-        let registry = Registry::new(&firstmile_config::SchemaRegistry {
-            url: registry_url(),
-            ..Default::default()
-        })
-        .unwrap();
-        let schema_id = registry
-            .register(&value_subject(&events), EVENT_SCHEMA)
-            .await
-            .unwrap();
+        let schema_id = firstmile_testkit::register_event_schema(&events).await;
         Fixture {
             events,
             dlq,

@@ -69,6 +69,23 @@ pub async fn migrated_schema(url: &str, prefix: &str) -> (tokio_postgres::Client
     (client, schema)
 }
 
+/// Registers the shipped event schema for `topic`'s values on the stack's
+/// registry; its id.
+pub async fn register_event_schema(topic: &str) -> u32 {
+    let registry = firstmile_schema::Registry::new(&firstmile_config::SchemaRegistry {
+        url: registry_url(),
+        ..Default::default()
+    })
+    .expect("a registry client");
+    registry
+        .register(
+            &firstmile_schema::value_subject(topic),
+            firstmile_event::EVENT_SCHEMA,
+        )
+        .await
+        .expect("the event schema registered")
+}
+
 /// A child process, SIGKILLed when dropped so a failing test leaves none
 /// behind.
 pub struct KillOnDrop(pub std::process::Child);

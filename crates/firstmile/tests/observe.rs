@@ -580,18 +580,7 @@ async fn a_worker_fenced_by_a_duplicate_instance_id_ends_and_says_why() {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    wait_for(
-        "the first sink in its group",
-        Duration::from_secs(60),
-        || {
-            let group = group.clone();
-            async move {
-                let (state, members) = firstmile_testkit::group_state(&group);
-                (state == "Stable" && members == 1).then_some(())
-            }
-        },
-    )
-    .await;
+    one_stable_member(&group, "the first sink").await;
     let mut second = s.spawn(&["sink", "timescale"]);
     let status = wait_for("the fenced sink to end", Duration::from_secs(60), || {
         let ended = first.0.try_wait().unwrap();
@@ -612,15 +601,17 @@ async fn a_worker_fenced_by_a_duplicate_instance_id_ends_and_says_why() {
         second.0.try_wait().unwrap().is_none(),
         "the second keeps running"
     );
+    one_stable_member(&group, "the second sink").await;
+}
+
+/// Waits until `group` is stable with one member (`who`).
+async fn one_stable_member(group: &str, who: &str) {
     wait_for(
-        "the second sink in the group",
+        &format!("{who} alone in {group}"),
         Duration::from_secs(60),
         || {
-            let group = group.clone();
-            async move {
-                let (state, members) = firstmile_testkit::group_state(&group);
-                (state == "Stable" && members == 1).then_some(())
-            }
+            let (state, members) = firstmile_testkit::group_state(group);
+            async move { (state == "Stable" && members == 1).then_some(()) }
         },
     )
     .await;
