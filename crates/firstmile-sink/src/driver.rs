@@ -80,10 +80,17 @@ pub async fn run<S: Sink + ?Sized>(
         };
         let write_seconds = writing.elapsed().as_secs_f64();
         let mut written: Vec<&Event> = Vec::with_capacity(events.len());
+        // Per source: events written and their bytes as read from Kafka.
+        let mut sent: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
         for ((event, record), outcome) in events.iter().zip(outcomes) {
             match outcome {
                 ItemOutcome::Rejected { kind, message } => dead.push((record, kind, message)),
-                _ => written.push(event),
+                _ => {
+                    let s = sent.entry(event.origin.source.as_str()).or_default();
+                    s.0 += 1;
+                    s.1 += payload_len(record);
+                    written.push(event);
+                }
             }
         }
         if !dead.is_empty() {
@@ -91,7 +98,7 @@ pub async fn run<S: Sink + ?Sized>(
         }
         consumer.commit(&batch);
         sink.written(&written, false).await;
-        report(metrics, &batch, &written, &events, &dead);
+        report(metrics, &batch, sent, &dead);
         let received_at: Vec<jiff::Timestamp> = written.iter().map(|e| e.received_at).collect();
         observe_committed(metrics, write_seconds, &received_at);
     }
@@ -211,28 +218,17 @@ async fn write_all<S: Sink + ?Sized>(
 fn report(
     metrics: &Component,
     batch: &[OwnedMessage],
-    written: &[&Event],
-    events: &[(Event, &OwnedMessage)],
+    sent: BTreeMap<&str, (u64, u64)>,
     dead: &[DeadLetter],
 ) {
     let mut received: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for record in batch {
         let r = received.entry(source_of(record)).or_default();
         r.0 += 1;
-        r.1 += record.payload().map_or(0, <[u8]>::len) as u64;
+        r.1 += payload_len(record);
     }
     for (source, (n, bytes)) in received {
         metrics.received(source, n, bytes);
-    }
-    let sizes: HashMap<uuid::Uuid, u64> = events
-        .iter()
-        .map(|(e, r)| (e.event_id, r.payload().map_or(0, <[u8]>::len) as u64))
-        .collect();
-    let mut sent: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for event in written {
-        let s = sent.entry(event.origin.source.as_str()).or_default();
-        s.0 += 1;
-        s.1 += sizes.get(&event.event_id).copied().unwrap_or(0);
     }
     for (source, (n, bytes)) in sent {
         metrics.sent(source, n, bytes);
@@ -240,6 +236,10 @@ fn report(
     for (record, kind, _) in dead {
         metrics.discarded(source_of(record), &kind.discard_reason(), 1);
     }
+}
+
+fn payload_len(record: &OwnedMessage) -> u64 {
+    record.payload().map_or(0, <[u8]>::len) as u64
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::parse_time;
 use crate::settings::Settings;
+use firstmile_config::SinkName;
 
 #[derive(Args)]
 pub struct AuditArgs {
@@ -34,7 +35,7 @@ pub async fn run(settings: &Settings, args: AuditArgs) -> Result<()> {
     let report = audit::audit(
         &settings.config,
         &settings.topology,
-        &super::sink::targets(&settings.config)?,
+        &super::sink::targets(&settings.config, &SinkName::ALL)?,
         args.from,
         args.to,
         &args.source,

@@ -35,12 +35,7 @@ impl Receivers {
         let metrics = Metrics::new();
         let running = firstmile_receivers::start(config, &metrics).await?;
         let shared = Arc::clone(&running.shared);
-        let targets: Arc<Vec<Box<dyn firstmile_sink::Sink>>> = Arc::new(
-            targets
-                .iter()
-                .map(|&name| super::sink::target(config, name))
-                .collect::<Result<_>>()?,
-        );
+        let targets = Arc::new(super::sink::targets(config, targets)?);
         let readiness: Readiness = Arc::new(move || {
             let (shared, targets) = (Arc::clone(&shared), Arc::clone(&targets));
             async move {

@@ -68,12 +68,7 @@ where
 /// answers.
 fn readiness(config: &firstmile_config::Config, targets: &[SinkName]) -> Result<Readiness> {
     let probe = firstmile_kafka::BrokerProbe::new(&config.kafka)?;
-    let targets: Arc<Vec<Box<dyn firstmile_sink::Sink>>> = Arc::new(
-        targets
-            .iter()
-            .map(|&name| sink::target(config, name))
-            .collect::<Result<_>>()?,
-    );
+    let targets = Arc::new(sink::targets(config, targets)?);
     Ok(Arc::new(move || {
         let (probe, targets) = (probe.clone(), Arc::clone(&targets));
         async move {

@@ -49,12 +49,10 @@ pub fn target(config: &Config, name: SinkName) -> Result<Box<dyn Sink>> {
     })
 }
 
-/// Every sink's target, for readiness, `status` and `audit`.
-pub fn targets(config: &Config) -> Result<Vec<Box<dyn Sink>>> {
-    SinkName::ALL
-        .into_iter()
-        .map(|n| target(config, n))
-        .collect()
+/// The targets of `names`: for readiness, and (`SinkName::ALL`) for
+/// `status` and `audit`.
+pub fn targets(config: &Config, names: &[SinkName]) -> Result<Vec<Box<dyn Sink>>> {
+    names.iter().map(|&n| target(config, n)).collect()
 }
 
 /// Runs a sink on a task of its own until `stop`.

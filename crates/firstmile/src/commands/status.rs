@@ -12,6 +12,7 @@ use jiff::Timestamp;
 
 use super::parse_span;
 use crate::settings::Settings;
+use firstmile_config::SinkName;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -52,7 +53,7 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> Result<()> {
         let snapshot = status::collect(
             &settings.config,
             &settings.topology,
-            &super::sink::targets(&settings.config)?,
+            &super::sink::targets(&settings.config, &SinkName::ALL)?,
             &options,
         )
         .await?;
