@@ -2,7 +2,7 @@
 //! their clients: client settings from `[kafka]` (`client`: group members,
 //! assigned readers), ranges of offsets and reading them (`range`), batches
 //! written transactionally (`writer`), batch windows, backoff, consumer lag,
-//! dead-letter headers, topics as code (`topics/*.toml` planned against and
+//! dead letters that fit their topic (`limits`, `dlq`), topics as code (`topics/*.toml` planned against and
 //! applied to the broker), and the raw producer every receiver writes
 //! through.
 
@@ -11,6 +11,7 @@ pub mod batch;
 pub mod client;
 pub mod dlq;
 pub mod lag;
+pub mod limits;
 pub mod range;
 pub mod raw;
 pub mod topics;
@@ -22,6 +23,7 @@ pub use client::{
     assigned_reader_config, client_config, fatal_consumer_error, group_member_config, BrokerProbe,
     ClientKind, CONSUMER_DEFAULTS,
 };
+pub use limits::RecordLimits;
 pub use writer::BatchWriter;
 
 use rdkafka::message::{Headers, Message, OwnedMessage};

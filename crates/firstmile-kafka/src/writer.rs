@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
+use crate::limits::RecordLimits;
 use crate::{client_config, ClientKind};
 
 /// Counts records the producer finally failed to deliver. Transactions
@@ -40,6 +41,8 @@ impl ProducerContext for DeliveryFailures {
 /// [`BatchWriter::transactional`].
 pub struct BatchWriter {
     producer: ThreadedProducer<DeliveryFailures>,
+    /// The largest record each topic it writes takes.
+    limits: RecordLimits,
     /// How long one transactional call (init, send offsets, commit, abort)
     /// may take.
     timeout: Duration,
@@ -51,13 +54,17 @@ impl BatchWriter {
     /// lets a transaction stay open before it aborts it, unless
     /// `[kafka.producer]` sets `transaction.timeout.ms`; an open transaction
     /// of a worker gone for good blocks `read_committed` readers that long.
+    /// `limits`: of the topics it writes (the producer's own limits are set
+    /// from them).
     pub fn transactional(
         kafka: &Kafka,
         transactional_id: &str,
         transaction_timeout: Duration,
         timeout: Duration,
+        mut limits: RecordLimits,
     ) -> Result<BatchWriter, KafkaError> {
         let mut config = client_config(kafka, ClientKind::Producer);
+        limits.configure(&mut config);
         config
             .set("enable.idempotence", "true")
             .set("transactional.id", transactional_id);
@@ -70,15 +77,34 @@ impl BatchWriter {
         let producer: ThreadedProducer<DeliveryFailures> =
             config.create_with_context(DeliveryFailures::default())?;
         producer.init_transactions(timeout)?;
-        Ok(BatchWriter { producer, timeout })
+        Ok(BatchWriter {
+            producer,
+            limits,
+            timeout,
+        })
     }
 
     /// An idempotent producer without transactions (at-least-once).
-    pub fn idempotent(kafka: &Kafka, timeout: Duration) -> Result<BatchWriter, KafkaError> {
-        let producer = client_config(kafka, ClientKind::Producer)
+    pub fn idempotent(
+        kafka: &Kafka,
+        timeout: Duration,
+        mut limits: RecordLimits,
+    ) -> Result<BatchWriter, KafkaError> {
+        let mut config = client_config(kafka, ClientKind::Producer);
+        limits.configure(&mut config);
+        let producer = config
             .set("enable.idempotence", "true")
             .create_with_context(DeliveryFailures::default())?;
-        Ok(BatchWriter { producer, timeout })
+        Ok(BatchWriter {
+            producer,
+            limits,
+            timeout,
+        })
+    }
+
+    /// The largest record `topic` takes.
+    pub fn limit(&self, topic: &str) -> usize {
+        self.limits.of(topic)
     }
 
     /// Produces one record, waiting while the producer's queue is full.
@@ -118,6 +144,29 @@ impl BatchWriter {
         self.producer.abort_transaction(self.timeout)
     }
 
+    /// Gives up the open transaction, if any, after `failed` ended it:
+    /// aborts (librdkafka accepts an abort after any error but a fatal one),
+    /// trying again with backoff while the brokers cannot answer. `Err` only
+    /// if the producer cannot go on (fenced) or `stop` was set.
+    pub fn abandon(&self, stop: &std::sync::atomic::AtomicBool) -> Result<(), KafkaError> {
+        let mut backoff = crate::Backoff::default();
+        loop {
+            match self.producer.abort_transaction(self.timeout) {
+                Ok(()) => return Ok(()),
+                // No transaction was open (it failed before beginning).
+                Err(KafkaError::Transaction(e)) if e.code() == RDKafkaErrorCode::State => {
+                    return Ok(())
+                }
+                Err(e) if is_fatal(&e) || stop.load(Ordering::SeqCst) => return Err(e),
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot abort the transaction yet");
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+
     /// At-least-once: `produce` writes the batch; true if every record of
     /// it was acknowledged within `timeout` (only then may its offsets be
     /// committed).
@@ -154,5 +203,22 @@ impl BatchWriter {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+}
+
+/// True if the producer cannot go on after `e`: it was fenced (another
+/// worker took its transactional id) or librdkafka says so. Anything else of
+/// a transaction (a broker down, a coordinator moving, a timeout) is a
+/// reason to abort and write the batch again.
+pub fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => {
+            t.is_fatal()
+                || matches!(
+                    t.code(),
+                    RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced
+                )
+        }
+        _ => false,
     }
 }

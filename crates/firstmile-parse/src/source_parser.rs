@@ -122,7 +122,15 @@ impl SourceParser {
             ParseFormat::ApacheError => {
                 apache::parse_error_log(text).ok_or_else(|| no_match("an Apache error log line"))?
             }
-            ParseFormat::Json => json::parse_json(text).ok_or_else(|| no_match("a JSON object"))?,
+            ParseFormat::Json => json::parse_json_within(text, 2 * self.max_bytes).map_err(
+                |e| match e {
+                    json::JsonError::NotAnObject => no_match("a JSON object"),
+                    json::JsonError::TooLarge { budget } => fail(
+                        DeadLetterKind::TooLarge,
+                        format!("its fields, flattened, take more than {budget} bytes (twice the source's parse.max_bytes)"),
+                    ),
+                },
+            )?,
             ParseFormat::Kv => kv::parse_kv(text).ok_or_else(|| no_match("key=value pairs"))?,
             ParseFormat::Cef => cef::parse_cef(text).ok_or_else(|| no_match("CEF"))?,
             ParseFormat::Grok => self

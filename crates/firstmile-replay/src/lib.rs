@@ -69,6 +69,8 @@ pub enum ReplayError {
     Fenced(String),
     #[error("schema registry: {0}")]
     Registry(#[from] firstmile_schema::RegistryError),
+    #[error("the output topics' record limits: {0}")]
+    Limits(#[from] firstmile_kafka::topics::TopicsError),
     #[error("the replay's consumer has no group metadata (it needs its group to commit progress)")]
     NoGroup,
 }

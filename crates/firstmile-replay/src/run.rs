@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use firstmile_config::{Config, Topology};
 use firstmile_kafka::assigned_reader_config;
 use firstmile_kafka::range::{range_end_metadata, Reader};
-use firstmile_kafka::BatchWriter;
+use firstmile_kafka::{writer, Backoff, BatchWriter, RecordLimits};
 use firstmile_stages::{write_outcome, Chain, Destinations, Outcome};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -78,9 +78,17 @@ pub fn run(
         consumer,
     } = setup;
     let group = setup.replay_group(&plan.source)?;
-    let writer =
-        BatchWriter::transactional(&config.kafka, group, Duration::from_secs(60), TXN_TIMEOUT)
-            .map_err(|e| fenced_or(e, &plan.source))?;
+    let dlq = topology.parse.dlq.clone();
+    let output = topology.events_topic().to_string();
+    let limits = RecordLimits::describe_blocking(&config.kafka, &[&output, &dlq], stop)?;
+    let writer = BatchWriter::transactional(
+        &config.kafka,
+        group,
+        Duration::from_secs(60),
+        TXN_TIMEOUT,
+        limits,
+    )
+    .map_err(|e| fenced_or(e, &plan.source))?;
     let group_metadata = consumer.group_metadata().ok_or(ReplayError::NoGroup)?;
 
     // The plan's ends go to Kafka before anything else, so `--resume` finds
@@ -95,8 +103,6 @@ pub fn run(
         .map_err(|e| fenced_or(e, &plan.source))?;
 
     let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
-    let dlq = topology.parse.dlq.clone();
-    let output = topology.events_topic().to_string();
     let to = Destinations {
         stage: "replay",
         output: &output,
@@ -115,6 +121,7 @@ pub fn run(
             continue;
         }
         chain.refresh();
+        let mut backoff = Backoff::default();
         loop {
             let written = writer.transaction(&group_metadata, |w| {
                 write_batch(w, &to, chain, &batch, &reader)
@@ -127,11 +134,18 @@ pub fn run(
                     summary.dropped += counts.dropped;
                     break;
                 }
-                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
-                    tracing::warn!(error = %e, "aborting the transaction; the batch is written again");
-                    writer.abort()?;
+                Err(e) if writer::is_fatal(&e) || stop.load(Ordering::SeqCst) => {
+                    return Err(fenced_or(e, &plan.source))
                 }
-                Err(e) => return Err(fenced_or(e, &plan.source)),
+                // The cluster's, not the batch's: abort, wait, write it again.
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, "the batch was not written; it is written again once Kafka answers");
+                    writer
+                        .abandon(stop)
+                        .map_err(|e| fenced_or(e, &plan.source))?;
+                    std::thread::sleep(wait);
+                }
             }
         }
         progress(&summary);
@@ -173,7 +187,7 @@ fn write_batch(
             Ok(event) => chain.encode(&event),
             Err(outcome) => outcome,
         };
-        write_outcome(writer, to, record, &source, &outcome)?;
+        let outcome = write_outcome(writer, to, record, &source, outcome)?;
         match outcome {
             Outcome::Output(_) => counts.written += 1,
             Outcome::DeadLetter { .. } => counts.dead_lettered += 1,

@@ -4,6 +4,7 @@
 //! written before the batch's offsets are committed.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use firstmile_config::{Kafka, SinkName, SinkSettings, SinkTopology};
@@ -17,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use firstmile_kafka::lag::ConsumerLag;
 use firstmile_kafka::{
     client_config, dlq, fatal_consumer_error, group_member_config, raw, BatchWindow, ClientKind,
+    RecordLimits,
 };
 
 use crate::SinkError;
@@ -54,7 +56,11 @@ impl SinkTopics {
 /// The sink's consumer and its dead-letter producer.
 pub struct SinkConsumer {
     consumer: StreamConsumer<ConsumerLag>,
-    dead_letters: FutureProducer,
+    /// Made at the first dead letter (most sinks never write one): the
+    /// producer, and the largest record the dead-letter topic takes, which
+    /// the broker is asked for then.
+    dead_letters: tokio::sync::OnceCell<(FutureProducer, usize)>,
+    kafka: Kafka,
     topics: SinkTopics,
 }
 
@@ -72,13 +78,11 @@ impl SinkConsumer {
         let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
         let consumer: StreamConsumer<ConsumerLag> = config.create_with_context(lag)?;
         consumer.subscribe(&[topics.input.as_str()])?;
-        let dead_letters = client_config(kafka, ClientKind::Producer)
-            .set("enable.idempotence", "true")
-            .create()?;
         tracing::info!(sink = %topics.name, input = %topics.input, group = %topics.group, "sink running");
         Ok(SinkConsumer {
             consumer,
-            dead_letters,
+            dead_letters: tokio::sync::OnceCell::new(),
+            kafka: kafka.clone(),
             topics,
         })
     }
@@ -116,17 +120,35 @@ impl SinkConsumer {
 
     /// Writes the dead letters and waits until Kafka has them (librdkafka
     /// retries through a broker outage: the batch waits, nothing is lost).
-    pub async fn dead_letter(&self, dead: &[DeadLetter<'_>]) -> Result<(), KafkaError> {
+    pub async fn dead_letter(
+        &self,
+        dead: &[DeadLetter<'_>],
+        stop: &AtomicBool,
+    ) -> Result<(), KafkaError> {
+        let (producer, limit) = self
+            .dead_letters
+            .get_or_try_init(|| async {
+                let dlq = self.topics.dlq.as_str();
+                let mut limits = RecordLimits::describe(&self.kafka, &[dlq], stop)
+                    .await
+                    .map_err(|_| KafkaError::Canceled)?;
+                let mut producer = client_config(&self.kafka, ClientKind::Producer);
+                limits.configure(&mut producer);
+                let producer: FutureProducer =
+                    producer.set("enable.idempotence", "true").create()?;
+                Ok::<_, KafkaError>((producer, limits.of(dlq)))
+            })
+            .await?;
         let stage = self.topics.name.worker();
         let sends = dead.iter().map(|(record, kind, message)| {
-            let headers = dlq::headers(record, &stage, kind.as_str(), message);
+            let letter = dlq::dead_letter(record, &stage, kind.as_str(), message, *limit);
             let mut out = FutureRecord::<[u8], [u8]>::to(&self.topics.dlq)
-                .payload(record.payload().unwrap_or_default())
-                .headers(headers);
-            if let Some(key) = record.key() {
+                .payload(letter.payload)
+                .headers(letter.headers);
+            if let Some(key) = letter.key {
                 out = out.key(key);
             }
-            self.dead_letters.send(out, rdkafka::util::Timeout::Never)
+            producer.send(out, rdkafka::util::Timeout::Never)
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| e)?;

@@ -94,7 +94,13 @@ pub async fn run<S: Sink + ?Sized>(
             }
         }
         if !dead.is_empty() {
-            consumer.dead_letter(&dead).await?;
+            match consumer.dead_letter(&dead, stop).await {
+                Ok(()) => {}
+                // Stopped while waiting for Kafka: the batch is not
+                // committed, its next reader writes it again.
+                Err(_) if stop.load(Ordering::SeqCst) => break,
+                Err(e) => return Err(e.into()),
+            }
         }
         consumer.commit(&batch);
         sink.written(&written, false).await;

@@ -25,9 +25,11 @@ use firstmile_config::{Config, Delivery, StageName, Topology};
 use firstmile_event::DeadLetterKind;
 use firstmile_kafka::dlq;
 use firstmile_kafka::lag::ConsumerLag;
+use firstmile_kafka::limits::record_size;
 use firstmile_kafka::raw::headers;
 use firstmile_kafka::{
-    fatal_consumer_error, group_member_config, Backoff, BatchWindow, BatchWriter,
+    fatal_consumer_error, group_member_config, writer, Backoff, BatchWindow, BatchWriter,
+    RecordLimits,
 };
 use firstmile_metrics::{Component, KnownLabels};
 use rdkafka::client::ClientContext;
@@ -279,23 +281,27 @@ pub fn run(
     let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
     let consumer: StageConsumer =
         consumer_config.create_with_context(Revocations::new(lag, &topics.transactional_id))?;
-    let writer = if topics.delivery == Delivery::ExactlyOnce {
-        // A worker that dies for good leaves its open transaction blocking
-        // read_committed readers of the output until the broker aborts it;
-        // batches commit in well under a second, so keep this short.
-        BatchWriter::transactional(
-            &config.kafka,
-            &topics.transactional_id,
-            Duration::from_secs(15),
-            TXN_TIMEOUT,
-        )?
-    } else {
-        BatchWriter::idempotent(&config.kafka, TXN_TIMEOUT)?
+    let limits = match RecordLimits::describe_blocking(
+        &config.kafka,
+        &[topics.output.as_str(), topics.dlq.as_str()],
+        stop,
+    ) {
+        Ok(limits) => limits,
+        Err(_) if stop.load(Ordering::SeqCst) => return Ok(()),
+        Err(e) => {
+            return Err(StageError::Consumer(format!(
+                "the output topics' limits: {e}"
+            )))
+        }
+    };
+    let Some(writer) = batch_writer(config, topics, limits, stop)? else {
+        return Ok(());
     };
     let inputs: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, delivery = ?topics.delivery, inputs = ?topics.inputs, output = %topics.output, "stage running");
 
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::SeqCst) {
         let polling = Instant::now();
         let mut batch = poll_batch(&consumer, topics)?;
@@ -311,18 +317,89 @@ pub fn run(
             "batch"
         );
         match result {
-            Ok(()) => {}
-            Err(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() => {
+            Ok(()) => backoff = Backoff::default(),
+            Err(e) if writer::is_fatal(&e) => return Err(e.into()),
+            // Anything else is the cluster's, never the batch's (each record
+            // was checked against its topic's limit): a broker down, a
+            // coordinator moving, a timeout. Abort, read the batch again,
+            // and write it once the brokers answer.
+            Err(e) => {
                 metrics.error(TRANSACTION_ABORTED);
                 metrics.transaction(false);
-                tracing::warn!(error = %e, "aborting the transaction; the batch is read again");
-                writer.abort()?;
-                rewind(&consumer, &batch)?;
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "the batch was not written; it is read again and written once Kafka answers");
+                if topics.delivery == Delivery::ExactlyOnce {
+                    writer.abandon(stop)?;
+                }
+                wait_and_rewind(&consumer, batch, wait, stop)?;
             }
-            Err(e) => return Err(e.into()),
         }
     }
     tracing::info!(stage = %topics.name, "stage stopped");
+    Ok(())
+}
+
+/// The stage's producer, once Kafka answers (`None`: stopped meanwhile).
+fn batch_writer(
+    config: &Config,
+    topics: &StageTopics,
+    limits: RecordLimits,
+    stop: &AtomicBool,
+) -> Result<Option<BatchWriter>, StageError> {
+    let mut backoff = Backoff::default();
+    loop {
+        let writer = if topics.delivery == Delivery::ExactlyOnce {
+            // A worker that dies for good leaves its open transaction
+            // blocking read_committed readers of the output until the broker
+            // aborts it; batches commit in well under a second, so keep this
+            // short.
+            BatchWriter::transactional(
+                &config.kafka,
+                &topics.transactional_id,
+                Duration::from_secs(15),
+                TXN_TIMEOUT,
+                limits.clone(),
+            )
+        } else {
+            BatchWriter::idempotent(&config.kafka, TXN_TIMEOUT, limits.clone())
+        };
+        match writer {
+            Ok(writer) => return Ok(Some(writer)),
+            Err(e) if writer::is_fatal(&e) => return Err(e.into()),
+            Err(e) => {
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot start the stage's producer; waiting for Kafka");
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+/// After a failed write: waits `wait` (or until `stop`) polling with every
+/// partition paused, so the group keeps this member and rebalances are
+/// served, then rewinds to the batch's first offsets. A record a poll still
+/// brings (fetched before the pause) joins the batch, so the rewind covers
+/// its partition too.
+fn wait_and_rewind(
+    consumer: &StageConsumer,
+    mut batch: Vec<OwnedMessage>,
+    wait: Duration,
+    stop: &AtomicBool,
+) -> Result<(), StageError> {
+    let assignment = consumer.assignment()?;
+    consumer.pause(&assignment)?;
+    let until = Instant::now() + wait;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        poll_into(consumer, &mut batch, Duration::from_millis(100))?;
+    }
+    rewind(consumer, &batch)?;
+    consumer.resume(&consumer.assignment()?)?;
     Ok(())
 }
 
@@ -436,40 +513,65 @@ pub struct Destinations<'a> {
 /// Produces an outcome of `record`: an output under the input's key with the
 /// `firstmile.source` header (the next stage counts per source without
 /// decoding), or a dead letter with the input's bytes and headers plus
-/// `firstmile.dlq.*`. A drop writes nothing.
+/// `firstmile.dlq.*`. A drop writes nothing. An output too large for its
+/// topic becomes a `too_large` dead letter instead (the broker would refuse
+/// it, and with it the whole batch, again and again); a dead letter too large
+/// for its topic keeps a prefix of the input ([`dlq::dead_letter`]).
+/// Answers the outcome written.
 pub fn write_outcome(
     writer: &BatchWriter,
     to: &Destinations<'_>,
     record: &OwnedMessage,
     source: &str,
-    outcome: &Outcome,
-) -> Result<(), KafkaError> {
+    outcome: Outcome,
+) -> Result<Outcome, KafkaError> {
     let key = record.key().unwrap_or_default();
-    match outcome {
+    let outcome = match outcome {
         Outcome::Output(value) => {
             let source_header = OwnedHeaders::new().insert(Header {
                 key: headers::SOURCE,
                 value: Some(source),
             });
-            writer.send(
-                BaseRecord::to(to.output)
-                    .key(key)
-                    .payload(value.as_slice())
-                    .headers(source_header),
-            )
+            let (size, limit) = (
+                record_size(key, &value, Some(&source_header)),
+                writer.limit(to.output),
+            );
+            if size <= limit {
+                writer.send(
+                    BaseRecord::to(to.output)
+                        .key(key)
+                        .payload(value.as_slice())
+                        .headers(source_header),
+                )?;
+                return Ok(Outcome::Output(value));
+            }
+            Outcome::DeadLetter {
+                kind: DeadLetterKind::TooLarge,
+                message: format!(
+                    "the event is {size} bytes; topic `{}` takes at most {limit} (its max.message.bytes)",
+                    to.output
+                ),
+            }
         }
-        Outcome::DeadLetter { kind, message } => {
-            let headers = dlq::headers(record, to.stage, kind.as_str(), message);
-            let payload = record.payload().unwrap_or_default();
-            writer.send(
-                BaseRecord::to(to.dlq)
-                    .key(key)
-                    .payload(payload)
-                    .headers(headers),
-            )
+        other => other,
+    };
+    if let Outcome::DeadLetter { kind, message } = &outcome {
+        let letter = dlq::dead_letter(
+            record,
+            to.stage,
+            kind.as_str(),
+            message,
+            writer.limit(to.dlq),
+        );
+        let mut out = BaseRecord::to(to.dlq)
+            .payload(letter.payload)
+            .headers(letter.headers);
+        if let Some(key) = letter.key {
+            out = out.key(key);
         }
-        Outcome::Dropped { .. } => Ok(()),
+        writer.send(out)?;
     }
+    Ok(outcome)
 }
 
 /// What a batch did, per source, reported once the batch is committed (an
@@ -502,7 +604,7 @@ fn produce_batch(
     for record in batch {
         let source = step.source_of(record);
         let outcome = step.apply(record, &source);
-        write_outcome(writer, &to, record, &source, &outcome)?;
+        let outcome = write_outcome(writer, &to, record, &source, outcome)?;
         let count = counts.entry(source).or_default();
         count.read += 1;
         match outcome.discard_reason() {
@@ -601,9 +703,10 @@ fn rewind(consumer: &StageConsumer, batch: &[OwnedMessage]) -> Result<(), KafkaE
     let assigned = consumer.assignment()?;
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for r in batch {
-        first
+        let offset = first
             .entry((r.topic().to_string(), r.partition()))
             .or_insert(r.offset());
+        *offset = (*offset).min(r.offset());
     }
     for ((topic, partition), offset) in first {
         if assigned.find_partition(&topic, partition).is_none() {

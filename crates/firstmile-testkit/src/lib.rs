@@ -113,12 +113,19 @@ fn client() -> ClientConfig {
 
 /// Creates topics with `partitions` each; raw-topic sized records allowed.
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_taking(names, partitions, 4 << 20).await;
+}
+
+/// Creates topics with `partitions` each, taking records of at most
+/// `max_message_bytes`.
+pub async fn create_topics_taking(names: &[&str], partitions: i32, max_message_bytes: usize) {
     let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+    let limit = max_message_bytes.to_string();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| {
             NewTopic::new(n, partitions, TopicReplication::Fixed(1))
-                .set("max.message.bytes", "4194304")
+                .set("max.message.bytes", &limit)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

@@ -25,6 +25,7 @@ fn project(config: &str) -> tempfile::TempDir {
     std::fs::write(
         dir.path().join("topics/t.toml"),
         "[defaults]\npartitions = 1\nreplication_factor = 1\n\
+         [defaults.config]\n\"max.message.bytes\" = \"4194304\"\n\
          [topic.\"raw.web\"]\n[topic.parsed]\n[topic.events]\n[topic.dlq]\n",
     )
     .unwrap();
@@ -105,6 +106,38 @@ fn check_finds_a_source_whose_raw_topic_is_not_declared() {
         &[("FIRSTMILE_SOURCES__APP__TOPIC", "raw.web")],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_refuses_topics_too_small_for_the_largest_event() {
+    let dir = project("[sources.web]\n");
+    std::fs::write(
+        dir.path().join("topics/t.toml"),
+        "[defaults]\npartitions = 1\nreplication_factor = 1\n\
+         [defaults.config]\n\"max.message.bytes\" = \"4194304\"\n\
+         [topic.\"raw.web\"]\n[topic.parsed]\n[topic.events]\n\
+         [topic.dlq]\nconfig = { \"max.message.bytes\" = \"1000000\" }\n",
+    )
+    .unwrap();
+    let out = firstmile(dir.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("topic `dlq` takes records of at most 1000000 bytes (max.message.bytes), less than a raw topic (4194304)"),
+        "{err}"
+    );
+    assert!(!err.contains("`parsed`"), "{err}");
+    // A raw topic smaller than what receivers write is refused too.
+    let out = firstmile(
+        dir.path(),
+        &["check"],
+        &[("FIRSTMILE_INGEST__MAX_EVENT_BYTES", "8388608")],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("topic `raw.web` takes records of at most 4194304 bytes (max.message.bytes); ingest.max_event_bytes lets receivers write 8454144"),
+        "{err}"
+    );
 }
 
 #[test]

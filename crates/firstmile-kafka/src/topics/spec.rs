@@ -37,6 +37,17 @@ pub struct TopicSpec {
     pub file: PathBuf,
 }
 
+impl TopicSpec {
+    /// The largest record the topic will take: its `max.message.bytes`, or
+    /// Kafka's default.
+    pub fn max_message_bytes(&self) -> usize {
+        self.configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::limits::BROKER_DEFAULT)
+    }
+}
+
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {

@@ -8,13 +8,23 @@ pub fn run(settings: &Settings) -> Result<()> {
     let (config, topology) = (&settings.config, &settings.topology);
     let topics = firstmile_kafka::topics::load_dir(&config.topics.dir)?;
     let mut problems = Vec::new();
+    let declared = |name: &str| topics.iter().find(|t| t.name == name);
+    // What a receiver writes: the largest event and its headers.
+    let largest_raw_record = config.ingest.max_event_bytes + (64 << 10);
+    let mut largest_raw_limit = 0;
     for (name, names) in &topology.sources {
         let raw = &names.raw_topic;
-        if !topics.iter().any(|t| &t.name == raw) {
-            problems.push(format!(
+        match declared(raw) {
+            None => problems.push(format!(
                 "sources.{name}: its raw topic `{raw}` is not declared in {}",
                 config.topics.dir.display()
-            ));
+            )),
+            Some(t) if t.max_message_bytes() < largest_raw_record => problems.push(format!(
+                "topic `{raw}` takes records of at most {} bytes (max.message.bytes); \
+                 ingest.max_event_bytes lets receivers write {largest_raw_record}",
+                t.max_message_bytes()
+            )),
+            Some(t) => largest_raw_limit = largest_raw_limit.max(t.max_message_bytes()),
         }
     }
     for (name, source) in &config.sources {
@@ -29,11 +39,21 @@ pub fn run(settings: &Settings) -> Result<()> {
         problems.push(format!("enrich: {e}"));
     }
     for required in topology.pipeline_topics() {
-        if !topics.iter().any(|t| t.name == required) {
-            problems.push(format!(
+        match declared(required) {
+            None => problems.push(format!(
                 "topic `{required}` is not declared in {}; the pipeline needs it",
                 config.topics.dir.display()
-            ));
+            )),
+            // Workers never send a record larger than the topic takes: an
+            // event is dead-lettered as too_large, a dead letter is cut. A
+            // pipeline topic smaller than a raw one makes that routine.
+            Some(t) if t.max_message_bytes() < largest_raw_limit => problems.push(format!(
+                "topic `{required}` takes records of at most {} bytes (max.message.bytes), \
+                 less than a raw topic ({largest_raw_limit}): events of the largest records \
+                 would be dead-lettered as too_large",
+                t.max_message_bytes()
+            )),
+            Some(_) => {}
         }
     }
     if !problems.is_empty() {
