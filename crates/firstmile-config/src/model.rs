@@ -46,7 +46,7 @@ pub struct SinkSettings {
     /// Consumer group; default `firstmile-sink-<name>`.
     pub group: Option<String>,
     /// This worker's static membership id in the group (a restarted worker
-    /// takes its partitions back at once). Default: the host name.
+    /// takes its partitions back at once). Default: `<host name>-<pid>`.
     pub instance_id: Option<String>,
     /// Where rows the target refuses for their content go.
     pub dlq: String,
@@ -127,7 +127,7 @@ pub struct Stage {
     pub group: Option<String>,
     /// This worker's name in the group; with the group it forms the
     /// transactional id, so a restarted worker fences its earlier self.
-    /// Default: the host name (one worker per host).
+    /// Default: `<host name>-<pid>` (stable for process 1 of a container).
     pub instance_id: Option<String>,
     pub delivery: Delivery,
     /// A transaction ends after this many records…

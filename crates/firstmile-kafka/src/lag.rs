@@ -3,9 +3,9 @@
 //! `firstmile_component_consumer_lag_records`.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use firstmile_metrics::Component;
+use firstmile_metrics::{Component, Membership};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::{ClientConfig, Statistics};
@@ -20,10 +20,12 @@ pub fn enable_statistics(config: &mut ClientConfig) {
     }
 }
 
-/// Records the lag of a consumer group member's partitions. Also a consumer
-/// context of its own, for consumers that need nothing else.
+/// Records the lag of a consumer group member's partitions, and its group
+/// state for readiness ([`Membership`]). Also a consumer context of its own,
+/// for consumers that need nothing else.
 pub struct ConsumerLag {
     component: Option<Component>,
+    membership: Option<Arc<Membership>>,
     group: String,
     /// Partitions with a lag reported, to forget those no longer assigned.
     reported: Mutex<BTreeSet<(String, i32)>>,
@@ -32,10 +34,23 @@ pub struct ConsumerLag {
 impl ConsumerLag {
     pub fn new(component: Option<Component>, group: &str) -> ConsumerLag {
         ConsumerLag {
+            membership: component.as_ref().map(|c| c.membership(group)),
             component,
             group: group.to_string(),
             reported: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// The member's loop polled its consumer (readiness: it is not stuck).
+    pub fn polled(&self) {
+        if let Some(m) = &self.membership {
+            m.polled();
+        }
+    }
+
+    /// Where the member's loop says what it waits for.
+    pub fn membership(&self) -> Option<&Arc<Membership>> {
+        self.membership.as_ref()
     }
 
     /// Updates the gauges from one statistics report.
@@ -43,6 +58,9 @@ impl ConsumerLag {
         let Some(component) = &self.component else {
             return;
         };
+        if let (Some(m), Some(group)) = (&self.membership, &statistics.cgrp) {
+            m.group_state(&group.state);
+        }
         let mut now = BTreeSet::new();
         for (topic, t) in &statistics.topics {
             for (&partition, p) in &t.partitions {

@@ -5,14 +5,16 @@
 //! A role creates one [`Metrics`], hands a [`Component`] to each of its parts,
 //! and serves [`serve`] on `[metrics] listen`.
 
+mod member;
 mod server;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use member::{Membership, OUT_OF_GROUP, POLL_STALL};
 pub use server::{serve, Endpoint, Readiness};
 
 /// What a component is, for the `component_kind` label.
@@ -50,6 +52,9 @@ pub struct Metrics {
     write_duration: HistogramVec,
     end_to_end_latency: HistogramVec,
     consumer_lag: IntGaugeVec,
+    group_member_up: IntGaugeVec,
+    /// The process's group members, for `/health/ready`.
+    members: Mutex<Vec<Arc<Membership>>>,
 }
 
 /// Latency buckets: a millisecond to a minute.
@@ -174,6 +179,18 @@ impl Metrics {
         registry
             .register(Box::new(consumer_lag.clone()))
             .expect("unique metric");
+        let group_member_up = IntGaugeVec::new(
+            Opts::new(
+                "firstmile_component_group_member_up",
+                "1 while a consumer-group member makes progress: in its group, polling, \
+                 waiting for no dependency (else /health/ready says why).",
+            ),
+            &with(&["group"]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(group_member_up.clone()))
+            .expect("unique metric");
         Arc::new(Metrics {
             registry,
             received_events,
@@ -190,7 +207,16 @@ impl Metrics {
             write_duration,
             end_to_end_latency,
             consumer_lag,
+            group_member_up,
+            members: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Why a group member of this process makes no progress, for each that
+    /// makes none.
+    pub fn stuck_members(&self) -> Vec<String> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.iter().filter_map(|m| m.stuck()).collect()
     }
 
     /// The handle a component records its metrics through.
@@ -247,6 +273,20 @@ impl Component {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The component's membership of consumer group `group`, watched by
+    /// `/health/ready` from now on.
+    pub fn membership(&self, group: &str) -> Arc<Membership> {
+        let m = &self.metrics;
+        let up = m.group_member_up.with_label_values(&self.labels(&[group]));
+        let worker = format!("{} {}", self.kind.as_str(), self.id);
+        let membership = Arc::new(Membership::new(worker, group.to_string(), up));
+        m.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&membership));
+        membership
     }
 
     /// Creates the component's series at zero: the label sets it knows,

@@ -71,12 +71,19 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Ready when the role's own checks pass and no group member is stuck;
+/// otherwise every reason.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match (state.readiness)().await {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (
+    let mut reasons = state.metrics.stuck_members();
+    if let Err(why) = (state.readiness)().await {
+        reasons.insert(0, why);
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        ),
+            format!("not ready: {}\n", reasons.join("; ")),
+        )
     }
 }

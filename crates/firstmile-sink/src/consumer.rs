@@ -98,7 +98,9 @@ impl SinkConsumer {
             if left.is_zero() {
                 break;
             }
-            match tokio::time::timeout(left, self.consumer.recv()).await {
+            let received = tokio::time::timeout(left, self.consumer.recv()).await;
+            self.consumer.context().polled();
+            match received {
                 Ok(Ok(m)) => {
                     batch.push(m.detach());
                     window.record();

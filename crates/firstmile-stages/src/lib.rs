@@ -416,10 +416,19 @@ fn prepared(
 ) -> Result<bool, StageError> {
     let mut backoff = Backoff::default();
     let mut paused: Option<TopicPartitionList> = None;
+    let membership = consumer.context().lag.membership();
     loop {
         match step.prepare(batch) {
-            Ok(()) => break,
+            Ok(()) => {
+                if let Some(m) = membership {
+                    m.waiting_for(None);
+                }
+                break;
+            }
             Err(why) => {
+                if let Some(m) = membership {
+                    m.waiting_for(Some(why.clone()));
+                }
                 metrics.error(DEPENDENCY_UNAVAILABLE);
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %why, retry_in = ?wait, "waiting for a dependency; nothing is dead-lettered meanwhile");
@@ -484,6 +493,7 @@ fn poll_into(
 ) -> Result<bool, StageError> {
     let polled = consumer.poll(timeout);
     let context = consumer.context();
+    context.lag.polled();
     context.drop_revoked(batch);
     match polled {
         Some(Ok(m)) => {

@@ -43,7 +43,15 @@ impl Settings {
 }
 
 /// The instance id of roles whose configuration sets none: this host's name
-/// (a container's, under an orchestrator: one member per container).
+/// and the process id. Two workers of one group on one host never share it
+/// (a shared static member id fences one of them); in a container, where the
+/// worker is process 1 under the container's own host name, it stays the
+/// same across restarts, so a restarted worker takes its partitions back
+/// without a rebalance.
 fn default_instance_id() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+    format!(
+        "{}-{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
 }

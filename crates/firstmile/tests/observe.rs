@@ -604,6 +604,73 @@ async fn a_worker_fenced_by_a_duplicate_instance_id_ends_and_says_why() {
     one_stable_member(&group, "the second sink").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn two_workers_on_one_host_with_default_instance_ids_share_their_group() {
+    let s = Scenario::create("twoids").await;
+    s.configure(None, "1");
+    let group = format!("{}-timescale", s.raw);
+    let mut sinks = vec![
+        start(&s, "timescale", &["sink", "timescale"], &[]),
+        start(&s, "timescale", &["sink", "timescale"], &[]),
+    ];
+    wait_for(
+        &format!("two members in {group}"),
+        Duration::from_secs(90),
+        || {
+            let (state, members) = firstmile_testkit::group_state(&group);
+            async move { (state == "Stable" && members == 2).then_some(()) }
+        },
+    )
+    .await;
+    for sink in &mut sinks {
+        assert!(sink.worker.0.try_wait().unwrap().is_none(), "fenced");
+        let url = format!("{}/health/ready", sink.metrics);
+        wait_for("each sink ready", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { get(&url).await.filter(|(code, _)| *code == 200) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_parse_stage_waiting_for_its_registry_is_not_ready_until_it_answers() {
+    let s = Scenario::create("noregistry").await;
+    s.configure(None, "1");
+    // The registry behind a port nothing listens on yet.
+    let port = free_port();
+    let registry = format!("http://127.0.0.1:{port}");
+    let stage = start(
+        &s,
+        "parse",
+        &["process", "--stage", "parse"],
+        &[("FIRSTMILE_SCHEMA_REGISTRY__URL", registry)],
+    );
+    let url = format!("{}/health/ready", stage.metrics);
+    let (code, body) = wait_for("a readiness answer", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move { get(&url).await }
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("stage parse is starting"), "{body}");
+    let target = firstmile_testkit::registry_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let _registry = firstmile_testkit::TcpProxy::start_on(port, &target).await;
+    wait_for(
+        "ready once the registry answers",
+        Duration::from_secs(90),
+        || {
+            let url = url.clone();
+            async move { get(&url).await.filter(|(code, _)| *code == 200) }
+        },
+    )
+    .await;
+}
+
 /// Waits until `group` is stable with one member (`who`).
 async fn one_stable_member(group: &str, who: &str) {
     wait_for(

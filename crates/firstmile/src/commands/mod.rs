@@ -40,14 +40,18 @@ where
 {
     let config = &settings.config;
     let metrics = Metrics::new();
+    // Not ready while starting: a stage registering its schema waits for the
+    // registry there, a sink for its target's setup.
+    let started = Arc::new(AtomicBool::new(false));
     let endpoint = if config.metrics.listen.is_empty() {
         None
     } else {
-        let ready = readiness(config, targets)?;
+        let ready = readiness(config, targets, what, Arc::clone(&started))?;
         Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
     };
     let stop = Arc::new(AtomicBool::new(false));
     let worker = start(Arc::clone(&metrics), Arc::clone(&stop)).await?;
+    started.store(true, Ordering::SeqCst);
     let stopper = {
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
@@ -64,16 +68,29 @@ where
     result?.with_context(|| format!("{what} failed"))
 }
 
-/// A worker is ready while the brokers answer and each of `targets`
-/// answers.
-fn readiness(config: &firstmile_config::Config, targets: &[SinkName]) -> Result<Readiness> {
+/// A worker is ready once started, while the brokers answer and each of
+/// `targets` answers (and, checked by the endpoint itself, while its group
+/// membership makes progress: [`firstmile_metrics::Membership`]).
+fn readiness(
+    config: &firstmile_config::Config,
+    targets: &[SinkName],
+    what: &str,
+    started: Arc<AtomicBool>,
+) -> Result<Readiness> {
     let probe = firstmile_kafka::BrokerProbe::new(&config.kafka)?;
     let targets = Arc::new(sink::targets(config, targets)?);
+    let starting = format!("{what} is starting");
     Ok(Arc::new(move || {
         let (probe, targets) = (probe.clone(), Arc::clone(&targets));
+        let starting = (!started.load(Ordering::SeqCst)).then(|| starting.clone());
         async move {
             let brokers = probe.check(std::time::Duration::from_secs(2)).boxed();
-            all_ready(brokers, &targets).await
+            let checks = all_ready(brokers, &targets).await;
+            match (starting, checks) {
+                (None, checks) => checks,
+                (Some(starting), Ok(())) => Err(starting),
+                (Some(starting), Err(why)) => Err(format!("{starting}; {why}")),
+            }
         }
         .boxed()
     }))
