@@ -501,6 +501,18 @@ pub struct HttpReceiver {
     /// then 503) before their bodies are read. With the body limits this bounds
     /// the memory requests can hold.
     pub max_concurrent_requests: usize,
+    /// Of those, how many one source may hold at once, so slow clients of
+    /// one source cannot take every slot from the others. 0: half of
+    /// `max_concurrent_requests` (at least 1).
+    pub max_concurrent_requests_per_source: usize,
+    /// Open connections at most; more are closed at once (counted as
+    /// `rejected_total{reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open.
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's whole body (then 408).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for HttpReceiver {
@@ -510,6 +522,20 @@ impl Default for HttpReceiver {
             max_body_bytes: 10 << 20,
             max_decompressed_bytes: 64 << 20,
             max_concurrent_requests: 16,
+            max_concurrent_requests_per_source: 0,
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl HttpReceiver {
+    /// Request slots one source may hold at once.
+    pub fn slots_per_source(&self) -> usize {
+        match self.max_concurrent_requests_per_source {
+            0 => (self.max_concurrent_requests / 2).max(1),
+            n => n.min(self.max_concurrent_requests),
         }
     }
 }
@@ -523,6 +549,35 @@ pub struct SyslogListener {
     /// The source whose raw topic this listener's events land in.
     #[serde(default = "default_syslog_source")]
     pub source: String,
+    /// TCP: open connections at most; more are closed at once (counted as
+    /// `rejected_total{reason="too_many_connections"}`).
+    #[serde(default = "default_syslog_max_connections")]
+    pub max_connections: usize,
+    /// TCP: a connection that sends nothing for this long is closed
+    /// (senders such as rsyslog reconnect with their next message).
+    #[serde(default = "default_syslog_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl SyslogListener {
+    /// A listener with the default limits.
+    pub fn new(protocol: SyslogProtocol, listen: &str, source: &str) -> SyslogListener {
+        SyslogListener {
+            protocol,
+            listen: listen.to_string(),
+            source: source.to_string(),
+            max_connections: default_syslog_max_connections(),
+            idle_timeout_ms: default_syslog_idle_timeout_ms(),
+        }
+    }
+}
+
+fn default_syslog_max_connections() -> usize {
+    1024
+}
+
+fn default_syslog_idle_timeout_ms() -> u64 {
+    600_000
 }
 
 fn default_syslog_listen() -> String {

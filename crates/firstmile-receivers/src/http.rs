@@ -2,6 +2,7 @@
 //! JSON objects), optionally gzip or zstd. Answers 200 only when Kafka has
 //! acknowledged every event of the request.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +29,13 @@ pub struct HttpState {
     pub metrics: Component,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// How long a client may take to send a whole body.
+    pub body_timeout: Duration,
     /// Requests in progress; taken before a body is read.
     pub requests: Arc<tokio::sync::Semaphore>,
+    /// Of those, what each source may hold (taken first): one source's
+    /// slow clients cannot take every slot.
+    pub source_requests: Arc<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -72,18 +78,35 @@ async fn post_events(
                 .into_response();
         }
     }
-    let Ok(Ok(_slot)) = tokio::time::timeout(
-        app.shared.delivery_timeout,
-        Arc::clone(&app.requests).acquire_owned(),
-    )
-    .await
-    else {
+    let slots = async {
+        let source_slot = match app.source_requests.get(&source) {
+            Some(s) => Some(Arc::clone(s).acquire_owned().await.ok()?),
+            None => None,
+        };
+        let slot = Arc::clone(&app.requests).acquire_owned().await.ok()?;
+        Some((source_slot, slot))
+    };
+    let Ok(Some(_slots)) = tokio::time::timeout(app.shared.delivery_timeout, slots).await else {
         m.rejected("busy");
         return service_unavailable(&app, "too many requests in progress".into(), 0, 0);
     };
-    let raw = match axum::body::to_bytes(body, app.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
+    let reading = tokio::time::timeout(
+        app.body_timeout,
+        axum::body::to_bytes(body, app.max_body_bytes),
+    );
+    let raw = match reading.await {
+        Err(_) => {
+            m.rejected("body_timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    app.body_timeout.as_secs_f64()
+                ),
+            );
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             // to_bytes fails for a body over the limit, or a broken connection.
             let too_large = is_length_limit(&e);
             if too_large {

@@ -10,6 +10,7 @@
 
 pub mod framing;
 mod http;
+mod http_server;
 pub mod multiline;
 mod produce;
 mod stream;
@@ -93,26 +94,38 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
                 .map_err(bind_error("http", &http.listen))?,
         );
         let component = declared(metrics, "http", config.sources.keys().cloned().collect());
+        let slots_per_source = http.slots_per_source();
         let app = http::router(http::HttpState {
             shared: Arc::clone(&shared),
-            metrics: component,
+            metrics: component.clone(),
             max_body_bytes: http.max_body_bytes,
             max_decompressed_bytes: http.max_decompressed_bytes,
+            body_timeout: Duration::from_millis(http.body_timeout_ms),
             requests: Arc::new(tokio::sync::Semaphore::new(http.max_concurrent_requests)),
+            source_requests: Arc::new(
+                config
+                    .sources
+                    .keys()
+                    .map(|s| {
+                        (
+                            s.clone(),
+                            Arc::new(tokio::sync::Semaphore::new(slots_per_source)),
+                        )
+                    })
+                    .collect(),
+            ),
         });
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.changed().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http receiver stopped");
-            }
-        }));
+        let limits = http_server::Limits {
+            max_connections: http.max_connections,
+            header_timeout: Duration::from_millis(http.header_timeout_ms),
+        };
+        tasks.push(tokio::spawn(http_server::serve(
+            listener,
+            app,
+            limits,
+            component,
+            stopped.clone(),
+        )));
     }
 
     let mut syslog_addrs = BTreeMap::new();
@@ -150,8 +163,12 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
                         .map_err(bind_error(&what, &listener.listen))?,
                 );
                 let m = declared(metrics, "syslog-tcp", vec![listener.source.clone()]);
+                let limits = syslog::TcpLimits {
+                    max_connections: listener.max_connections,
+                    idle_timeout: Duration::from_millis(listener.idle_timeout_ms),
+                };
                 tasks.push(tokio::spawn(syslog::serve_tcp(
-                    tcp, shared, route, m, stopped,
+                    tcp, shared, route, m, limits, stopped,
                 )));
             }
         }

@@ -322,3 +322,69 @@ async fn requests_beyond_the_concurrency_limit_wait_then_get_503() {
     receivers.shutdown(Duration::from_secs(5)).await;
     delete_topics(&config).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn slow_clients_of_one_source_do_not_stop_the_others() {
+    let mut config = base_config();
+    add_source(&mut config, "slow", 1).await;
+    add_source(&mut config, "steady", 1).await;
+    config.ingest.http.max_concurrent_requests = 4;
+    config.ingest.http.body_timeout_ms = 3000;
+    config.ingest.http.header_timeout_ms = 3000;
+    config.ingest.delivery_timeout_ms = 1000;
+    let (receivers, metrics) = start(&config).await;
+    let addr = receivers.http.unwrap();
+
+    // 20 clients that announce 100 KB and send one byte, and 20 that never
+    // finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /v1/sources/slow/events HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n0",
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /v1/sources/slow/events HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Another source's sender is served meanwhile.
+    let url = format!("http://{addr}/v1/sources/steady/events");
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let r = http
+            .post(&url)
+            .body(format!("line {i}\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // Every slow client is answered or cut off within the timeouts.
+    for mut s in slow {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer))
+            .await
+            .expect("a slow client is cut off")
+            .ok();
+    }
+    let text = metrics.encode();
+    let rejected = |reason| {
+        sample(
+            &text,
+            "firstmile_component_rejected_total",
+            &[("reason", reason)],
+        )
+    };
+    assert!(rejected("body_timeout") >= 2, "{text}");
+    assert_eq!(rejected("body_timeout") + rejected("busy"), 20, "{text}");
+    receivers.shutdown(Duration::from_secs(5)).await;
+    delete_topics(&config).await;
+}

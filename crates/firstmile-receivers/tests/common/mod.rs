@@ -9,6 +9,7 @@ use firstmile_metrics::Metrics;
 use firstmile_receivers::Receivers;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
+#[allow(unused_imports)] // not every test file reads topics
 pub use firstmile_testkit::{read_topic, unique};
 
 pub fn base_config() -> Config {
@@ -48,11 +49,7 @@ pub async fn delete_topics(config: &Config) {
 pub fn add_syslog(config: &mut Config, name: &str, protocol: SyslogProtocol, source: &str) {
     config.ingest.syslog.insert(
         name.to_string(),
-        SyslogListener {
-            protocol,
-            listen: "127.0.0.1:0".into(),
-            source: source.to_string(),
-        },
+        SyslogListener::new(protocol, "127.0.0.1:0", source),
     );
 }
 
