@@ -115,6 +115,9 @@ fn main() -> ExitCode {
             Command::Audit(args) => commands::audit::run(&settings, args).await,
         }
     });
+    // A worker thread left behind by a stop that ran out of grace (blocked on
+    // Kafka) must not hold the process: blocking threads are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -373,8 +373,65 @@ fn a_workers_health_answer_and_logs_hold_no_secret() {
         !answer.contains(SECRET),
         "a secret in the health answer: {answer}"
     );
-    drop(worker);
+    // SIGTERM stops it within the grace though nothing answers.
+    terminated_within_grace(&mut worker.0);
     let logs = logs.join().unwrap();
     assert!(logs.contains("WARN"), "the outage is logged: {logs}");
     assert!(!logs.contains(SECRET), "a secret in the logs: {logs}");
+}
+
+/// Sends SIGTERM, as an orchestrator does, and waits for the process to end
+/// within the stop grace (8 s) plus room, before docker's SIGKILL at 10 s.
+fn terminated_within_grace(child: &mut std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A stage starting while its registry and brokers are unreachable (it waits
+/// to register its schema) stops on SIGTERM.
+#[test]
+fn a_stage_waiting_for_its_registry_stops_on_sigterm() {
+    use std::io::Read;
+    let dir = project("[sources.web]\n");
+    let mut worker = firstmile_testkit::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_firstmile"))
+            .current_dir(dir.path())
+            .args(["process", "--stage", "parse"])
+            .env("FIRSTMILE_KAFKA__BROKERS", "127.0.0.1:1")
+            .env("FIRSTMILE_SCHEMA_REGISTRY__URL", "http://127.0.0.1:1")
+            .env("FIRSTMILE_METRICS__LISTEN", "")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = worker.0.stderr.take().unwrap();
+    // Until it says it waits for the registry.
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("schema registry unavailable") {
+        let n = stderr.read(&mut chunk).unwrap();
+        assert!(n > 0, "ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let logs = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    terminated_within_grace(&mut worker.0);
+    let rest = logs.join().unwrap();
+    assert!(rest.contains("stopped while starting"), "{rest}");
 }

@@ -671,6 +671,50 @@ async fn a_parse_stage_waiting_for_its_registry_is_not_ready_until_it_answers() 
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_role_of_run_that_ends_takes_the_whole_process_down_with_it() {
+    let mut s = Scenario::create("runend").await;
+    s.configure(None, "1");
+    s.env.push((
+        "FIRSTMILE_SINKS__TIMESCALE__INSTANCE_ID".into(),
+        "dup".into(),
+    ));
+    let group = format!("{}-timescale", s.raw);
+    let http_port = free_port();
+    let mut run = s.command(&["run"]);
+    run.env(
+        "FIRSTMILE_INGEST__HTTP__LISTEN",
+        format!("127.0.0.1:{http_port}"),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    let mut run = Worker(run.spawn().unwrap());
+    one_stable_member(&group, "run's timescale sink").await;
+    let url = format!(
+        "http://127.0.0.1:{http_port}/v1/sources/{}/events",
+        s.source
+    );
+    let http = reqwest::Client::new();
+    wait_for("run's receiver to answer", Duration::from_secs(60), || {
+        let request = http.post(&url).body("a line\n").send();
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    // A second sink with the same instance id fences run's.
+    let _second = s.spawn(&["sink", "timescale"]);
+    let status = wait_for("run to end", Duration::from_secs(60), || {
+        let ended = run.0.try_wait().unwrap();
+        async move { ended }
+    })
+    .await;
+    assert!(!status.success(), "run ends non-zero when a role ends");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err(),
+        "run takes no more input"
+    );
+}
+
 /// Waits until `group` is stable with one member (`who`).
 async fn one_stable_member(group: &str, who: &str) {
     wait_for(

@@ -16,7 +16,15 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let receivers = Receivers::start(settings, &[]).await?;
     super::shutdown_signal().await;
     tracing::info!("stopping: finishing requests, waiting for Kafka");
-    receivers.shutdown(settings).await;
+    if tokio::time::timeout(super::SHUTDOWN_GRACE, receivers.shutdown(settings))
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "Kafka did not acknowledge every accepted event within {} s; exiting (HTTP senders were not answered 200 for them and send again; syslog events still waiting are lost)",
+            super::SHUTDOWN_GRACE.as_secs()
+        );
+    }
     Ok(())
 }
 

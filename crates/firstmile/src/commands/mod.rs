@@ -50,22 +50,47 @@ where
         Some(firstmile_metrics::serve(&config.metrics.listen, Arc::clone(&metrics), ready).await?)
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = start(Arc::clone(&metrics), Arc::clone(&stop)).await?;
+    // Starting may wait for a dependency (a stage registers its schema while
+    // the registry is down): a signal ends that wait too.
+    let mut worker = tokio::select! {
+        worker = start(Arc::clone(&metrics), Arc::clone(&stop)) => worker?,
+        _ = shutdown_signal() => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
     started.store(true, Ordering::SeqCst);
-    let stopper = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            shutdown_signal().await;
+    let result = tokio::select! {
+        ended = &mut worker => ended,
+        _ = shutdown_signal() => {
             tracing::info!("stopping after the current batch");
             stop.store(true, Ordering::SeqCst);
-        })
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut worker).await {
+                Ok(ended) => ended,
+                Err(_) => anyhow::bail!(not_stopped(what)),
+            }
+        }
     };
-    let result = worker.await.with_context(|| format!("{what} panicked"));
-    stopper.abort();
     if let Some(e) = endpoint {
         e.task.abort();
     }
-    result?.with_context(|| format!("{what} failed"))
+    result
+        .with_context(|| format!("{what} panicked"))?
+        .with_context(|| format!("{what} failed"))
+}
+
+/// How long a stopping process waits for its workers: within the 10 s an
+/// orchestrator (docker stop, Kubernetes' default 30 s) gives before SIGKILL.
+/// A worker still in a batch then (its target or Kafka unreachable) is left
+/// behind: the batch was not committed, so it is read again.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// What a process says when a worker did not stop within the grace.
+pub fn not_stopped(what: &str) -> String {
+    format!(
+        "{what} did not stop within {} s (Kafka or its target unreachable?); exiting: its uncommitted batch is read again",
+        SHUTDOWN_GRACE.as_secs()
+    )
 }
 
 /// A worker is ready once started, while the brokers answer and each of

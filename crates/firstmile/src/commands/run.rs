@@ -1,7 +1,8 @@
 //! `firstmile run`: the receivers, every stage and every sink in one
 //! process (one metrics endpoint for all). If a worker ends with an error,
-//! everything stops and the process exits non-zero, for its orchestrator
-//! to restart it.
+//! the receivers stop taking input, everything stops, and the process exits
+//! non-zero within [`super::SHUTDOWN_GRACE`], for its orchestrator to
+//! restart it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,11 +40,23 @@ pub async fn run(settings: &Settings) -> Result<()> {
     let mut results = Vec::new();
     if let Some((index, result)) = ended {
         let (name, _) = workers.remove(index);
-        tracing::error!(worker = %name, "a worker ended; stopping");
+        tracing::error!(worker = %name, "a worker ended; stopping every role, taking no more input");
         results.push((name, result));
     }
-    for (name, worker) in workers {
-        results.push((name, worker.await));
+    // Input stops first (and the requests in hand are answered), then the
+    // workers finish their batches; all of it within the grace, so a process
+    // with a role gone never lingers half-alive.
+    let stopping = async {
+        receivers.shutdown(settings).await;
+        for (name, worker) in workers {
+            results.push((name, worker.await));
+        }
+    };
+    if tokio::time::timeout(super::SHUTDOWN_GRACE, stopping)
+        .await
+        .is_err()
+    {
+        anyhow::bail!(super::not_stopped("a worker"));
     }
     let mut failed = None;
     for (name, result) in results {
@@ -53,7 +66,6 @@ pub async fn run(settings: &Settings) -> Result<()> {
             Err(e) => failed = Some(anyhow::anyhow!("{name}: {e}")),
         }
     }
-    receivers.shutdown(settings).await;
     failed.map_or(Ok(()), Err)
 }
 
