@@ -90,6 +90,31 @@ pub struct Row {
 #[error("{0}")]
 pub struct RowError(String);
 
+// PostgreSQL's text and jsonb cannot hold U+0000 (`invalid byte sequence
+// … 0x00`; jsonb refuses `\u0000`): it is written as U+FFFD, so the row is
+// stored (as Elasticsearch stores the event) instead of dead-lettered and
+// the two sinks hold the same events.
+fn no_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn text(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(no_nul)
+}
+
+fn json_no_nul(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(no_nul(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(json_no_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (no_nul(&k), json_no_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 fn narrow<T: TryFrom<i64>>(value: Option<i64>, column: &str) -> Result<Option<T>, RowError> {
     value
         .map(|v| {
@@ -125,45 +150,45 @@ impl Row {
             event_id: e.event_id,
             received_at: e.received_at,
             ts: e.timestamp,
-            source: e.origin.source.clone(),
-            dataset: e.event.dataset.clone(),
-            log_level: e.log.level.clone(),
-            host_name: e.host.name.clone(),
-            process_name: e.process.name.clone(),
+            source: no_nul(&e.origin.source),
+            dataset: text(&e.event.dataset),
+            log_level: text(&e.log.level),
+            host_name: text(&e.host.name),
+            process_name: text(&e.process.name),
             process_pid: narrow(e.process.pid, "process.pid")?,
-            user_name: e.user.name.clone(),
-            event_action: e.event.action.clone(),
-            event_outcome: e.event.outcome.clone(),
+            user_name: text(&e.user.name),
+            event_action: text(&e.event.action),
+            event_outcome: text(&e.event.outcome),
             source_ip: e.source.ip,
             source_port: e.source.port.map(i32::from),
             destination_ip: e.destination.ip,
             destination_port: e.destination.port.map(i32::from),
-            http_method: e.http.request_method.clone(),
+            http_method: text(&e.http.request_method),
             http_status: narrow(
                 e.http.response_status_code.map(i64::from),
                 "http.response.status_code",
             )?,
-            url_original: e.url.original.clone(),
-            user_agent: e.user_agent.original.clone(),
-            message: e.message.clone(),
-            labels: json!(e.labels),
-            fields: json!(e.fields),
+            url_original: text(&e.url.original),
+            user_agent: text(&e.user_agent.original),
+            message: text(&e.message),
+            labels: json_no_nul(json!(e.labels)),
+            fields: json_no_nul(json!(e.fields)),
             bytes: i32::try_from(e.raw_bytes)
                 .map_err(|_| RowError(format!("raw_bytes {} out of range", e.raw_bytes)))?,
-            raw_topic: e.origin.topic.clone(),
+            raw_topic: no_nul(&e.origin.topic),
             raw_partition: e.origin.partition,
             raw_offset: e.origin.offset,
-            pipeline_version: e.pipeline_version.clone(),
-            source_country: geo.and_then(|g| g.country_iso_code.clone()),
-            source_city: geo.and_then(|g| g.city_name.clone()),
+            pipeline_version: no_nul(&e.pipeline_version),
+            source_country: geo.and_then(|g| text(&g.country_iso_code)),
+            source_city: geo.and_then(|g| text(&g.city_name)),
             source_asn: e
                 .source
                 .autonomous_system
                 .as_ref()
                 .map(|a| i64::from(a.number)),
-            source_asset_owner: e.source.asset.as_ref().map(|a| a.owner.clone()),
-            threat_indicator: e.threat.as_ref().map(|t| t.indicator.matched.clone()),
-            enrichment: (!enrichment.is_empty()).then_some(Value::Object(enrichment)),
+            source_asset_owner: e.source.asset.as_ref().map(|a| no_nul(&a.owner)),
+            threat_indicator: e.threat.as_ref().map(|t| no_nul(&t.indicator.matched)),
+            enrichment: (!enrichment.is_empty()).then(|| json_no_nul(Value::Object(enrichment))),
         })
     }
 

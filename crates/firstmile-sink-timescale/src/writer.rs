@@ -36,8 +36,9 @@ impl From<tokio_postgres::Error> for WriteError {
             None => e.to_string(),
         };
         match e.code() {
-            // Class 22 (data exception) and 23 (integrity constraint): the
-            // content. Everything else (connection, shutdown, resources,
+            // Class 22 (data exception), 23 (integrity constraint) and
+            // 54000 (a value too large for an index entry): the content.
+            // Everything else (connection, shutdown, resources,
             // serialization, permissions) is not the rows' fault.
             Some(code) if is_content(code) => WriteError::Rejected(message),
             _ => WriteError::Unavailable(message),
@@ -47,7 +48,7 @@ impl From<tokio_postgres::Error> for WriteError {
 
 fn is_content(code: &SqlState) -> bool {
     let c = code.code();
-    c.starts_with("22") || c.starts_with("23")
+    c.starts_with("22") || c.starts_with("23") || c == "54000"
 }
 
 /// The continuous aggregates over `events` (migrations 0002 and 0005).

@@ -217,11 +217,20 @@ async fn rows_values_redelivery_and_rollup(target: fn() -> String) {
     let f = Fixture::new(target).await;
     f.produce(0..N, "1", vary).await;
     // Two bad ones: a pid too big for its column (caught before the
-    // database), a NUL in the message (refused by the database).
+    // database), a source name too large for an index entry (refused by
+    // the database: SQLSTATE 54000; 20 KB that compress badly).
     f.produce(N..N + 1, "1", |e| e.process.pid = Some(1 << 40))
         .await;
     f.produce(N + 1..N + 2, "1", |e| {
-        e.message = Some("nul \0 byte".into())
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        e.origin.source = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect();
     })
     .await;
     let sink = start(f.config(&f.db_url, &unique("group")));

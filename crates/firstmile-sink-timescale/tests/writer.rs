@@ -74,3 +74,44 @@ async fn postgres_new_rows_copied_existing_rows_replaced() {
 async fn timescaledb_new_rows_copied_existing_rows_replaced() {
     new_rows_copied_existing_rows_replaced(timescaledb_url()).await;
 }
+
+/// A NUL character (which PostgreSQL's text and jsonb refuse) in any text
+/// of the event: the row is written, the NUL as U+FFFD.
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/stack up, then cargo test -- --include-ignored (scripts/test does both)"]
+async fn a_nul_character_anywhere_in_an_event_is_written() {
+    let url = postgres_url();
+    let (client, schema) = migrated_schema(&url, "nul").await;
+    let db = firstmile_config::Database {
+        url,
+        schema: schema.clone(),
+        ..Default::default()
+    };
+    let mut writer = Writer::connect(&db).await.unwrap();
+    let mut event = sample_events(0, 1, "1").remove(0);
+    event.message = Some("before\0after".into());
+    event.host.name = Some("web\0".into());
+    event.fields.insert("k\0ey".into(), "v\0".into());
+    event.labels.insert("label".into(), "l\0".into());
+    let row = Row::from_event(&event).unwrap();
+    assert_eq!(write(&mut writer, &[row]).await, 1);
+    let stored = client
+        .query_one(
+            &format!(
+                "SELECT message, host_name, fields::text, labels->>'label' FROM {schema}.events"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.get::<_, String>(0), "before\u{FFFD}after");
+    assert_eq!(stored.get::<_, String>(1), "web\u{FFFD}");
+    assert!(stored
+        .get::<_, String>(2)
+        .contains("\"k\u{FFFD}ey\": \"v\u{FFFD}\""));
+    assert_eq!(stored.get::<_, String>(3), "l\u{FFFD}");
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
