@@ -659,10 +659,19 @@ pub fn judge(status: &mut Status, stale_after: Duration) {
             continue;
         }
         if w.members == 0 {
-            w.causes.push(format!(
-                "group {} has no members: no worker is running",
-                w.group
-            ));
+            // A group between generations lists no members for a moment,
+            // and a member whose session expired is not listed though its
+            // process runs.
+            w.causes.push(match w.state.as_str() {
+                "PreparingRebalance" | "CompletingRebalance" => format!(
+                    "group {} is rebalancing ({}): no member holds its partitions yet",
+                    w.group, w.state
+                ),
+                _ => format!(
+                    "group {} has no members: no worker is running, or its workers lost their membership (see their logs and /health/ready)",
+                    w.group
+                ),
+            });
         }
         if let Some(why) = targets_down.get(&w.name) {
             w.causes.push(format!("its target is unreachable: {why}"));
@@ -688,14 +697,28 @@ pub fn judge(status: &mut Status, stale_after: Duration) {
         .filter(|w| w.stalled && !w.name.starts_with("sink:"))
         .map(|w| (w.name.clone(), w.lag))
         .collect();
-    let dead: BTreeMap<String, u64> = status.workers.iter().flat_map(|w| w.dlq.iter()).fold(
-        BTreeMap::new(),
-        |mut acc, (k, n)| {
-            *acc.entry(k.clone()).or_default() += n;
-            acc
-        },
-    );
+    // What a target missed went to the dead-letter topic upstream (the
+    // stages, for every target) or from its own sink; another sink's dead
+    // letters are no cause.
+    let dead_before = |target: &str| -> BTreeMap<String, u64> {
+        let own = format!("sink:{target}");
+        status
+            .workers
+            .iter()
+            .filter(|w| !w.name.starts_with("sink:") || w.name == own)
+            .flat_map(|w| w.dlq.iter())
+            .fold(BTreeMap::new(), |mut acc, (k, n)| {
+                *acc.entry(k.clone()).or_default() += n;
+                acc
+            })
+    };
+    let dead: BTreeMap<String, BTreeMap<String, u64>> = status
+        .targets
+        .iter()
+        .map(|t| (t.name.clone(), dead_before(&t.name)))
+        .collect();
     for t in &mut status.targets {
+        let dead = &dead[&t.name];
         t.causes.clear();
         t.stopped_updating = match t.newest {
             Some(newest) => status.taken_at.duration_since(newest) > stale,
@@ -829,7 +852,7 @@ mod tests {
         assert!(ts.stalled);
         assert_eq!(
             ts.causes,
-            ["group firstmile-sink:timescale has no members: no worker is running"]
+            ["group firstmile-sink:timescale has no members: no worker is running, or its workers lost their membership (see their logs and /health/ready)"]
         );
         // Lag but committing: busy, not stalled.
         assert!(!s.worker("sink:elasticsearch").unwrap().stalled);
@@ -899,6 +922,29 @@ mod tests {
         s.targets[1].newest = None;
         judge(&mut s, Duration::from_secs(300));
         assert!(s.target("elasticsearch").unwrap().stopped_updating);
+    }
+
+    #[test]
+    fn another_sinks_dead_letters_are_no_cause_and_a_rebalance_is_named() {
+        let mut s = snapshot();
+        s.workers[2] = WorkerStatus {
+            name: "sink:timescale".into(),
+            ..WorkerStatus::default()
+        };
+        s.workers[3].dlq = [("rejected_by_elasticsearch".to_string(), 9)].into();
+        s.sources[0].records_per_second = 0.0;
+        judge(&mut s, Duration::from_secs(300));
+        assert_eq!(
+            s.target("timescale").unwrap().causes,
+            ["no source received anything in the window: nothing new to write"]
+        );
+        let mut s = snapshot();
+        s.workers[2].state = "PreparingRebalance".into();
+        judge(&mut s, Duration::from_secs(300));
+        assert_eq!(
+            s.worker("sink:timescale").unwrap().causes,
+            ["group firstmile-sink:timescale is rebalancing (PreparingRebalance): no member holds its partitions yet"]
+        );
     }
 
     #[test]
