@@ -140,6 +140,35 @@ fn check_refuses_topics_too_small_for_the_largest_event() {
     );
 }
 
+/// A listener that drops every connection, as a SASL or TLS listener drops
+/// a plaintext Kafka client: `topics plan` says so instead of hanging.
+#[test]
+fn topics_plan_against_a_listener_that_drops_it_says_what_to_check() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for connection in listener.incoming() {
+            drop(connection);
+        }
+    });
+    let dir = project("[sources.web]\n");
+    let out = firstmile(
+        dir.path(),
+        &["topics", "plan"],
+        &[
+            ("FIRSTMILE_KAFKA__BROKERS", addr.as_str()),
+            ("FIRSTMILE_KAFKA__REQUEST_TIMEOUT_MS", "2000"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot talk to the brokers at {addr} within 2 s"))
+            && err.contains("security.protocol"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_missing_config_file_named_explicitly_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,11 +43,18 @@ pub enum TopicsError {
     Refused(Vec<Refusal>),
     #[error("the broker did not show {0} within the request timeout")]
     NotVisible(String),
+    #[error("cannot talk to the brokers at {brokers} within {seconds} s: {error}. Check kafka.brokers, and that [kafka.properties] security.protocol and sasl.* match the listener (a SASL or TLS listener drops a plaintext client without a word)")]
+    Unreachable {
+        brokers: String,
+        seconds: u64,
+        error: rdkafka::error::KafkaError,
+    },
 }
 
 /// An admin connection for reading and changing topics.
 pub struct TopicAdmin {
     admin: Arc<AdminClient<DefaultClientContext>>,
+    brokers: String,
     timeout: Duration,
 }
 
@@ -56,6 +63,7 @@ impl TopicAdmin {
         let config = client_config(kafka, ClientKind::Admin);
         Ok(TopicAdmin {
             admin: Arc::new(AdminClient::from_config(&config)?),
+            brokers: kafka.brokers.clone(),
             timeout: Duration::from_millis(kafka.request_timeout_ms),
         })
     }
@@ -69,11 +77,16 @@ impl TopicAdmin {
     async fn metadata(&self) -> Result<Metadata, TopicsError> {
         let admin = Arc::clone(&self.admin);
         let timeout = self.timeout;
+        tracing::info!(brokers = %self.brokers, "asking the brokers for their topics");
         // fetch_metadata blocks on librdkafka; keep it off the async workers.
         tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
             .await
             .map_err(|e| TopicsError::NotVisible(format!("metadata ({e})")))?
-            .map_err(TopicsError::from)
+            .map_err(|error| TopicsError::Unreachable {
+                brokers: self.brokers.clone(),
+                seconds: timeout.as_secs(),
+                error,
+            })
     }
 
     /// Every topic on the broker with its partition count, replication factor
