@@ -92,6 +92,7 @@ pub async fn audit(
     to: Timestamp,
     sources: &[String],
 ) -> Result<AuditReport, ObserveError> {
+    crate::brokers_answer(&config.kafka).await?;
     let names: Vec<String> = if sources.is_empty() {
         config.sources.keys().cloned().collect()
     } else {

@@ -28,4 +28,20 @@ pub enum ObserveError {
     UnknownSource { name: String, known: String },
     #[error("a reader ended abnormally: {0}")]
     Reader(String),
+    #[error("cannot reach the brokers at {brokers}: {why}")]
+    Brokers { brokers: String, why: String },
+}
+
+/// Fails at once, naming the brokers, when they do not answer one metadata
+/// request within `kafka.request_timeout_ms`: otherwise every read of a
+/// report would wait out its own timeout (minutes, all told).
+pub(crate) async fn brokers_answer(kafka: &firstmile_config::Kafka) -> Result<(), ObserveError> {
+    let timeout = std::time::Duration::from_millis(kafka.request_timeout_ms);
+    firstmile_kafka::BrokerProbe::new(kafka)?
+        .check(timeout)
+        .await
+        .map_err(|why| ObserveError::Brokers {
+            brokers: kafka.brokers.clone(),
+            why,
+        })
 }

@@ -178,6 +178,7 @@ pub async fn collect(
     sinks: &[Box<dyn Sink>],
     options: &Options,
 ) -> Result<Status, ObserveError> {
+    crate::brokers_answer(&config.kafka).await?;
     let taken_at = Timestamp::now();
     let workers = workers(topology);
     let observer = topology.observer_group.as_str();

@@ -427,6 +427,48 @@ fn terminated_within_grace(child: &mut std::process::Child) {
     }
 }
 
+/// The secret in every place the configuration takes one (the database URL
+/// as userinfo and `?password=`, Elasticsearch's URL and password, the
+/// registry's URL and password, Kafka's `sasl.password`), with nothing
+/// reachable: no command prints it, whatever it reports.
+#[test]
+fn no_command_prints_a_secret_from_any_place_it_is_set() {
+    let dir = project(&format!(
+        "[sources.web]\n[kafka.properties]\n\"sasl.password\" = \"{SECRET}\"\n\
+         [schema_registry]\nurl = \"http://fm:{SECRET}@127.0.0.1:1\"\n"
+    ));
+    // A topic with a value schema, so `schemas check` asks the registry.
+    std::fs::write(
+        dir.path().join("topics/schema.toml"),
+        "[topic.extra]\npartitions = 1\nreplication_factor = 1\nvalue_schema = \"s.avsc\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("topics/s.avsc"), "{\"type\": \"string\"}").unwrap();
+    let mut env = secret_env("postgresql");
+    env.push(("FIRSTMILE_KAFKA__REQUEST_TIMEOUT_MS", "2000".into()));
+    env.push(("FIRSTMILE_METRICS__LISTEN", String::new()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for args in [
+        &["check"][..],
+        &["topics", "plan"],
+        &["status", "--window", "1m"],
+        &["status", "--json", "--window", "1m"],
+        &["audit", "--from", "1h", "--to", "now"],
+        &["audit", "--from", "1h", "--to", "now", "--json"],
+        &["schemas", "check"],
+        &["migrate"],
+    ] {
+        let out = firstmile(dir.path(), args, &env);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(!all.is_empty(), "{args:?} printed nothing");
+        assert!(
+            !all.contains("is not set"),
+            "the test's topics are valid: {all}"
+        );
+        assert!(!all.contains(SECRET), "{args:?} printed a secret: {all}");
+    }
+}
+
 /// A stage starting while its registry and brokers are unreachable (it waits
 /// to register its schema) stops on SIGTERM.
 #[test]

@@ -156,9 +156,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// RFC 3339, or a span ago (`90m`, `6h`, `2d`; a day is 24 hours).
+/// RFC 3339, `now`, or a span ago (`90m`, `6h`, `2d`; a day is 24 hours).
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
     use jiff::Timestamp;
+    if text == "now" {
+        return Ok(Timestamp::now());
+    }
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }

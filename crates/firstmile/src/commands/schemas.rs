@@ -21,10 +21,12 @@ pub async fn run(settings: &Settings, command: SchemasCommand) -> Result<()> {
     let config = &settings.config;
     let registry = Registry::new(&config.schema_registry)?;
     let mut incompatible = 0;
+    let mut checked = 0;
     for topic in load_dir(&config.topics.dir)? {
         let Some(path) = &topic.value_schema else {
             continue;
         };
+        checked += 1;
         let schema = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let subject = value_subject(&topic.name);
@@ -60,6 +62,12 @@ pub async fn run(settings: &Settings, command: SchemasCommand) -> Result<()> {
             let id = registry.register(&subject, &schema).await?;
             say!("{subject}: registered as id {id}");
         }
+    }
+    if checked == 0 {
+        say!(
+            "no topic in {} declares a value_schema: nothing to check",
+            config.topics.dir.display()
+        );
     }
     if incompatible > 0 {
         bail!("{incompatible} schema(s) incompatible with the registry; nothing incompatible was registered");
