@@ -304,7 +304,7 @@ pub fn run(
     let mut backoff = Backoff::default();
     while !stop.load(Ordering::SeqCst) {
         let polling = Instant::now();
-        let mut batch = poll_batch(&consumer, topics)?;
+        let mut batch = poll_batch(&consumer, topics, stop)?;
         if batch.is_empty() || !prepared(&consumer, step, metrics, stop, &mut batch)? {
             continue;
         }
@@ -459,18 +459,24 @@ fn prepared(
     Ok(!batch.is_empty())
 }
 
+/// A batch: up to `batch_records`, within the batch window, or what came
+/// before `stop` (a stopping worker writes what it has at once rather than
+/// filling its window: it must be gone within the stop grace).
 fn poll_batch(
     consumer: &StageConsumer,
     topics: &StageTopics,
+    stop: &AtomicBool,
 ) -> Result<Vec<OwnedMessage>, StageError> {
     let mut batch = Vec::new();
     let mut window = BatchWindow::start(topics.batch, topics.batch_idle);
-    while batch.len() < topics.batch_records {
+    while batch.len() < topics.batch_records && !stop.load(Ordering::SeqCst) {
         let left = window.left(!batch.is_empty());
         if left.is_zero() && !batch.is_empty() {
             break;
         }
-        let polled = poll_into(consumer, &mut batch, left.max(Duration::from_millis(10)))?;
+        // Short polls, so a stop is seen within a tenth of a second.
+        let wait = left.clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let polled = poll_into(consumer, &mut batch, wait)?;
         if polled {
             window.record();
         }
