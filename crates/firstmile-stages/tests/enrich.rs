@@ -182,17 +182,6 @@ fn registry() -> Registry {
     .unwrap()
 }
 
-/// Committed records of `topic`, polled until there are `n` (or 60 s).
-fn wait_for(topic: &str, n: usize) -> Vec<OwnedMessage> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = read_committed(topic);
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-    }
-}
-
 async fn decode_all(records: &[OwnedMessage]) -> Vec<Event> {
     let mut decoder = Decoder::new(registry(), event_schema());
     let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload().unwrap()).collect();
@@ -268,7 +257,7 @@ async fn enriches_with_exact_values_drops_by_rule_and_dead_letters_bad_input() {
         .unwrap();
     send(&p, &topics.parsed, "ssh", &confluent_frame(other_id, &[14])).await;
 
-    let events = decode_all(&wait_for(&topics.events, 2)).await;
+    let events = decode_all(&firstmile_testkit::committed_records(&topics.events, 2)).await;
     assert_eq!(events.len(), 2, "the debug line is dropped: {events:?}");
     let london = events.iter().find(|e| e.origin.offset == 1).unwrap();
     let geo = london.source.geo.as_ref().unwrap();
@@ -286,7 +275,7 @@ async fn enriches_with_exact_values_drops_by_rule_and_dead_letters_bad_input() {
         ("infrastructure", "internal")
     );
 
-    let dlq = wait_for(&topics.dlq, 3);
+    let dlq = firstmile_testkit::committed_records(&topics.dlq, 3);
     let mut kinds: Vec<String> = dlq
         .iter()
         .map(|r| header(r, dlq_headers::ERROR_KIND))
@@ -384,7 +373,10 @@ async fn a_registry_outage_mid_run_is_waited_out_and_nothing_is_dead_lettered() 
         &framed(&schema, id, &event(1, "ssh", "10.0.0.1", "info")),
     )
     .await;
-    assert_eq!(wait_for(&topics.events, 1).len(), 1);
+    assert_eq!(
+        firstmile_testkit::committed_records(&topics.events, 1).len(),
+        1
+    );
 
     // The registry goes away; then events written with a schema the stage
     // has not seen yet (a newer version, one more optional field) arrive.
@@ -438,7 +430,11 @@ async fn a_registry_outage_mid_run_is_waited_out_and_nothing_is_dead_lettered() 
     );
 
     let _back = TcpProxy::start_on(port, &registry_addr).await;
-    let events = decode_all(&wait_for(&topics.events, 1 + N as usize)).await;
+    let events = decode_all(&firstmile_testkit::committed_records(
+        &topics.events,
+        1 + N as usize,
+    ))
+    .await;
     assert_eq!(events.len(), 1 + N as usize);
     let mut offsets: Vec<i64> = events.iter().map(|e| e.origin.offset).collect();
     offsets.sort();

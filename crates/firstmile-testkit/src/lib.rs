@@ -243,6 +243,26 @@ pub fn read_committed(topic: &str) -> Vec<OwnedMessage> {
     out
 }
 
+/// Committed records of `topic`, read again until there are `n` (or 120 s
+/// have passed: the caller's assertion on what came says what is missing).
+pub fn committed_records(topic: &str, n: usize) -> Vec<OwnedMessage> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = read_committed(topic);
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+/// A port nothing listens on right now, for a process the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Records written to a topic so far, committed or not, transaction markers
 /// included: quick, and never less than what is committed.
 pub fn written(topic: &str) -> i64 {

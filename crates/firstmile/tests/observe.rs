@@ -17,17 +17,10 @@ use std::time::{Duration, Instant};
 
 use common::{corpus, producer, send, Scenario, Worker};
 use firstmile_observe::prom;
+use firstmile_testkit::free_port;
 use serde_json::Value;
 
 const BAD_EVERY: usize = 400;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A role with its metrics endpoint on a port of its own.
 struct Role {

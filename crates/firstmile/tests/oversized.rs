@@ -7,18 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use firstmile_testkit::{brokers, create_topics_taking, read_committed, registry_url, unique};
+use firstmile_testkit::{
+    brokers, committed_records, create_topics_taking, free_port, registry_url, unique,
+};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
 use common::{send, Worker};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn header(record: &OwnedMessage, name: &str) -> Option<String> {
     let h = record.headers()?.iter().find(|h| h.key == name)?;
@@ -28,17 +22,6 @@ fn header(record: &OwnedMessage, name: &str) -> Option<String> {
 /// A JSON line of about `bytes` bytes.
 fn json_line(bytes: usize) -> Vec<u8> {
     format!(r#"{{"message":"{}"}}"#, "x".repeat(bytes)).into_bytes()
-}
-
-fn wait_for(topic: &str, n: usize) -> Vec<OwnedMessage> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let records = read_committed(topic);
-        if records.len() >= n || Instant::now() > deadline {
-            return records;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,9 +96,9 @@ async fn oversized_records_become_too_large_dead_letters_and_parsing_goes_on() {
         send(&kafka, &raw, &source, "ordinary", line.as_bytes()).await;
     }
 
-    let outputs = wait_for(&parsed, 3);
+    let outputs = committed_records(&parsed, 3);
     assert_eq!(outputs.len(), 3, "the ordinary records were parsed");
-    let letters = wait_for(&dlq, 3);
+    let letters = committed_records(&dlq, 3);
     assert!(
         parse.0.try_wait().unwrap().is_none(),
         "the stage is running"
