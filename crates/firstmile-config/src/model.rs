@@ -497,6 +497,10 @@ pub struct HttpReceiver {
     pub max_body_bytes: usize,
     /// Largest request body after decompression (guards against zip bombs).
     pub max_decompressed_bytes: usize,
+    /// Decompressed bytes all requests in progress may hold together; a
+    /// request that would go over is answered 503 at once (so 64
+    /// concurrent zip bombs take this much, not 16 × max_decompressed_bytes).
+    pub max_decompressing_bytes: usize,
     /// Requests handled at once; more wait (at most `ingest.delivery_timeout_ms`,
     /// then 503) before their bodies are read. With the body limits this bounds
     /// the memory requests can hold.
@@ -521,6 +525,7 @@ impl Default for HttpReceiver {
             listen: "127.0.0.1:8088".into(),
             max_body_bytes: 10 << 20,
             max_decompressed_bytes: 64 << 20,
+            max_decompressing_bytes: 128 << 20,
             max_concurrent_requests: 16,
             max_concurrent_requests_per_source: 0,
             max_connections: 1024,

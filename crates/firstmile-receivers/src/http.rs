@@ -29,6 +29,10 @@ pub struct HttpState {
     pub metrics: Component,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// Decompressed bytes of all requests in progress, in KiB permits
+    /// ([`budget_permits`]), taken as a body inflates and held until the
+    /// request is answered.
+    pub decompressing: Arc<tokio::sync::Semaphore>,
     /// How long a client may take to send a whole body.
     pub body_timeout: Duration,
     /// Requests in progress; taken before a body is read.
@@ -127,8 +131,15 @@ async fn post_events(
         .trim()
         .to_ascii_lowercase();
     let limit = app.max_decompressed_bytes;
-    let body = match tokio::task::spawn_blocking(move || decode(&encoding, raw, limit)).await {
+    let budget = Arc::clone(&app.decompressing);
+    let decoded = tokio::task::spawn_blocking(move || decode(&encoding, raw, limit, &budget)).await;
+    // Held until the request is answered: the events are slices of the body.
+    let (body, _decompressed) = match decoded {
         Ok(Ok(b)) => b,
+        Ok(Err((StatusCode::SERVICE_UNAVAILABLE, reason, message))) => {
+            m.rejected(reason);
+            return service_unavailable(&app, message, 0, 0);
+        }
         Ok(Err((status, reason, message))) => {
             m.rejected(reason);
             return error(status, message);
@@ -279,31 +290,72 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
 
 type DecodeError = (StatusCode, &'static str, String);
 
-/// Decompresses the body, refusing more than `limit` bytes of output.
-fn decode(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
-    let read_limited = |reader: &mut dyn Read| -> Result<Bytes, DecodeError> {
-        let mut out = Vec::new();
-        reader
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
+/// What a decoded body holds of the decompression budget.
+type Held = Option<tokio::sync::OwnedSemaphorePermit>;
+
+/// Budget permits are KiB: a semaphore holds at most `u32::MAX` of them.
+pub fn budget_permits(bytes: usize) -> usize {
+    bytes.div_ceil(1024).max(1)
+}
+
+/// Bytes inflated at a time, each taken from the budget first.
+const INFLATE_CHUNK: usize = 64 << 10;
+
+/// Decompresses the body, refusing more than `limit` bytes of output, and
+/// taking the budget as it inflates: when the budget is spent (other
+/// requests are decompressing), 503 at once rather than waiting while
+/// holding a part of it.
+fn decode(
+    encoding: &str,
+    raw: Bytes,
+    limit: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<(Bytes, Held), DecodeError> {
+    let read_limited = |reader: &mut dyn Read| -> Result<(Bytes, Held), DecodeError> {
+        // Chunks of their own, joined at the end: a growing buffer is
+        // copied as it grows, holding twice what the budget counts.
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
+        let mut held: Held = None;
+        loop {
+            let taken = Arc::clone(budget)
+                .try_acquire_many_owned(budget_permits(INFLATE_CHUNK) as u32)
+                .map_err(|_| {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "too much is being decompressed at once".to_string(),
+                    )
+                })?;
+            match &mut held {
+                Some(h) => h.merge(taken),
+                None => held = Some(taken),
+            }
+            let mut chunk = vec![0u8; INFLATE_CHUNK];
+            let n = read_full(reader, &mut chunk).map_err(|e| {
                 (
                     StatusCode::BAD_REQUEST,
                     "bad_encoding",
                     format!("cannot decode {encoding} body: {e}"),
                 )
             })?;
-        if out.len() > limit {
-            return Err((
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body decompresses to more than {limit} bytes"),
-            ));
+            chunk.truncate(n);
+            total += n;
+            if total > limit {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("body decompresses to more than {limit} bytes"),
+                ));
+            }
+            chunks.push(chunk);
+            if n < INFLATE_CHUNK {
+                return Ok((Bytes::from(chunks.concat()), held));
+            }
         }
-        Ok(Bytes::from(out))
     };
     match encoding {
-        "" | "identity" => Ok(raw),
+        "" | "identity" => Ok((raw, None)),
         "gzip" | "x-gzip" => read_limited(&mut flate2::read::MultiGzDecoder::new(&raw[..])),
         "zstd" => {
             let mut decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
@@ -321,6 +373,20 @@ fn decode(encoding: &str, raw: Bytes, limit: usize) -> Result<Bytes, DecodeError
             format!("Content-Encoding `{other}` is not supported (gzip, zstd, identity)"),
         )),
     }
+}
+
+/// Reads until `buf` is full or the input ends; how much it read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]

@@ -100,6 +100,9 @@ pub async fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Receivers,
             metrics: component.clone(),
             max_body_bytes: http.max_body_bytes,
             max_decompressed_bytes: http.max_decompressed_bytes,
+            decompressing: Arc::new(tokio::sync::Semaphore::new(http::budget_permits(
+                http.max_decompressing_bytes,
+            ))),
             body_timeout: Duration::from_millis(http.body_timeout_ms),
             requests: Arc::new(tokio::sync::Semaphore::new(http.max_concurrent_requests)),
             source_requests: Arc::new(
