@@ -6,6 +6,7 @@
 //! broker restarted) and does not rejoin, or a loop that stopped polling,
 //! is no longer silent.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,15 @@ pub struct Membership {
     worker: String,
     group: String,
     up: IntGauge,
+    /// When the member was made: `polled_ms` counts from it.
+    born: Instant,
+    /// Milliseconds from `born` to the last poll. An atomic, not part of
+    /// `state`: a stage reports a poll for every record.
+    polled_ms: AtomicU64,
     state: Mutex<State>,
 }
 
 struct State {
-    polled: Instant,
     /// Last time librdkafka said the member was in its group (or the start).
     in_group: Instant,
     /// librdkafka's group state when it was last reported.
@@ -44,8 +49,9 @@ impl Membership {
             worker,
             group,
             up,
+            born: now,
+            polled_ms: AtomicU64::new(0),
             state: Mutex::new(State {
-                polled: now,
                 in_group: now,
                 group_state: "starting".into(),
                 waiting_for: None,
@@ -59,7 +65,13 @@ impl Membership {
 
     /// The loop polled its consumer.
     pub fn polled(&self) {
-        self.state().polled = Instant::now();
+        self.polled_at(Instant::now());
+    }
+
+    fn polled_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.born).as_millis();
+        self.polled_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// librdkafka's group state (`cgrp.state`): `up` is a member.
@@ -90,7 +102,8 @@ impl Membership {
         if let Some(what) = &s.waiting_for {
             return Some(format!("{worker} is waiting for {what}"));
         }
-        let since_poll = now.saturating_duration_since(s.polled);
+        let polled = self.born + Duration::from_millis(self.polled_ms.load(Ordering::Relaxed));
+        let since_poll = now.saturating_duration_since(polled);
         if since_poll > POLL_STALL {
             return Some(format!(
                 "{worker} has not polled Kafka for {} s",
@@ -129,7 +142,7 @@ mod tests {
         m.group_state("wait-join");
         // Polling, but never back in the group.
         let later = start + OUT_OF_GROUP + Duration::from_secs(1);
-        m.state().polled = later;
+        m.polled_at(later);
         let why = m.stuck_at(later).unwrap();
         assert!(
             why.contains("has not been a member of group g") && why.contains("wait-join"),
@@ -145,7 +158,7 @@ mod tests {
         let late = Instant::now() + POLL_STALL + Duration::from_secs(1);
         m.state().in_group = late;
         assert!(m.stuck_at(late).unwrap().contains("has not polled Kafka"));
-        m.state().polled = late;
+        m.polled_at(late);
         assert_eq!(m.stuck_at(late), None);
         m.waiting_for(Some("the schema registry: refused".into()));
         assert_eq!(

@@ -13,13 +13,7 @@ use tokio::net::TcpStream;
 
 /// This process's resident set, in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    proc_status_bytes("VmRSS")
 }
 
 async fn open(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {

@@ -119,13 +119,7 @@ async fn http_refuses_unknown_sources_bad_tokens_oversize_and_bad_encodings() {
     );
 
     let text = metrics.encode();
-    let rejected = |reason| {
-        sample(
-            &text,
-            "firstmile_component_rejected_total",
-            &[("reason", reason)],
-        )
-    };
+    let rejected = |reason| rejected(&text, reason);
     assert_eq!(rejected("unknown_source"), 1);
     assert_eq!(rejected("unauthorized"), 2);
     assert_eq!(rejected("too_large"), 2);
@@ -376,13 +370,7 @@ async fn slow_clients_of_one_source_do_not_stop_the_others() {
             .ok();
     }
     let text = metrics.encode();
-    let rejected = |reason| {
-        sample(
-            &text,
-            "firstmile_component_rejected_total",
-            &[("reason", reason)],
-        )
-    };
+    let rejected = |reason| rejected(&text, reason);
     assert!(rejected("body_timeout") >= 2, "{text}");
     assert_eq!(rejected("body_timeout") + rejected("busy"), 20, "{text}");
     receivers.shutdown(Duration::from_secs(5)).await;

@@ -13,13 +13,7 @@ use common::*;
 
 /// This process's peak resident set so far, in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    proc_status_bytes("VmHWM")
 }
 
 /// 256 MiB of newlines, gzipped (about 250 KB), written a MiB at a time.
@@ -66,13 +60,7 @@ async fn sixty_four_concurrent_zip_bombs_stay_within_the_decompression_budget() 
         budget >> 20
     );
     let text = metrics.encode();
-    let rejected = |reason| {
-        sample(
-            &text,
-            "firstmile_component_rejected_total",
-            &[("reason", reason)],
-        )
-    };
+    let rejected = |reason| rejected(&text, reason);
     assert_eq!(rejected("too_large") + rejected("busy"), 64, "{text}");
     assert!(rejected("too_large") >= 1, "{text}");
     receivers.shutdown(Duration::from_secs(5)).await;

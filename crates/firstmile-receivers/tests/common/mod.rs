@@ -102,3 +102,23 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// `firstmile_component_rejected_total{reason}` in the Prometheus text.
+pub fn rejected(text: &str, reason: &str) -> u64 {
+    sample(
+        text,
+        "firstmile_component_rejected_total",
+        &[("reason", reason)],
+    )
+}
+
+/// A `/proc/self/status` field of this process (`VmRSS`, `VmHWM`), in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
