@@ -42,9 +42,16 @@ impl ConsumerLag {
     }
 
     /// The member's loop polled its consumer (readiness: it is not stuck).
-    pub fn polled(&self) {
-        if let Some(m) = &self.membership {
-            m.polled();
+    /// `Err`: the member has been out of its group too long although it
+    /// polls and the brokers answer ([`Membership::lost`]); its worker ends,
+    /// and its orchestrator starts it again with a new consumer.
+    pub fn polled(&self) -> Result<(), String> {
+        match &self.membership {
+            Some(m) => {
+                m.polled();
+                m.lost().map_or(Ok(()), Err)
+            }
+            None => Ok(()),
         }
     }
 
@@ -59,7 +66,20 @@ impl ConsumerLag {
             return;
         };
         if let (Some(m), Some(group)) = (&self.membership, &statistics.cgrp) {
-            m.group_state(&group.state);
+            // Joining, or waiting for the group's assignment: out of it.
+            let rejoining = matches!(
+                group.join_state.as_str(),
+                "init" | "wait-join" | "wait-metadata" | "wait-sync"
+            );
+            let in_group = group.state == "up" && !rejoining;
+            // Brokers learned from the cluster (not bootstrap or internal
+            // entries, nodeid -1) that are connected.
+            let brokers_up = statistics
+                .brokers
+                .values()
+                .any(|b| b.nodeid >= 0 && b.state == "UP");
+            let state = format!("{}/{}", group.state, group.join_state);
+            m.group_state(&state, in_group, brokers_up);
         }
         let mut now = BTreeSet::new();
         for (topic, t) in &statistics.topics {

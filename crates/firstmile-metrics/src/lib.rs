@@ -280,8 +280,9 @@ impl Component {
     pub fn membership(&self, group: &str) -> Arc<Membership> {
         let m = &self.metrics;
         let up = m.group_member_up.with_label_values(&self.labels(&[group]));
+        let lost = m.errors.with_label_values(&self.labels(&["group_lost"]));
         let worker = format!("{} {}", self.kind.as_str(), self.id);
-        let membership = Arc::new(Membership::new(worker, group.to_string(), up));
+        let membership = Arc::new(Membership::new(worker, group.to_string(), up, lost));
         m.members
             .lock()
             .unwrap_or_else(|e| e.into_inner())

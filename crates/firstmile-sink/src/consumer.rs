@@ -89,7 +89,8 @@ impl SinkConsumer {
 
     /// Up to `batch_records` records, or what arrived within `batch`, or
     /// what arrived before the input went idle for `batch_idle`.
-    /// An error: the consumer cannot go on (fenced, say); the sink ends.
+    /// An error: the consumer cannot go on (fenced, or out of its group for
+    /// good); the sink ends.
     pub async fn poll_batch(&self) -> Result<Vec<OwnedMessage>, SinkError> {
         let mut batch = Vec::new();
         let mut window = BatchWindow::start(self.topics.batch, self.topics.batch_idle);
@@ -99,7 +100,12 @@ impl SinkConsumer {
                 break;
             }
             let received = tokio::time::timeout(left, self.consumer.recv()).await;
-            self.consumer.context().polled();
+            if let Err(why) = self.consumer.context().polled() {
+                return Err(SinkError::Consumer {
+                    sink: self.topics.name,
+                    why,
+                });
+            }
             match received {
                 Ok(Ok(m)) => {
                     batch.push(m.detach());

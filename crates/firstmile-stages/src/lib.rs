@@ -491,7 +491,8 @@ fn poll_batch(
 /// served by this poll first takes out the batch's records from the
 /// partitions it revoked; the record the poll returns comes from the new
 /// assignment (librdkafka discards what was fetched under the old one).
-/// An error: the consumer cannot go on (fenced, say); the stage ends.
+/// An error: the consumer cannot go on (fenced, or out of its group for
+/// good); the stage ends.
 fn poll_into(
     consumer: &StageConsumer,
     batch: &mut Vec<OwnedMessage>,
@@ -499,7 +500,7 @@ fn poll_into(
 ) -> Result<bool, StageError> {
     let polled = consumer.poll(timeout);
     let context = consumer.context();
-    context.lag.polled();
+    context.lag.polled().map_err(StageError::Consumer)?;
     context.drop_revoked(batch);
     match polled {
         Some(Ok(m)) => {
