@@ -116,6 +116,36 @@ impl BrokerProbe {
     }
 }
 
+/// The group list for `group`, asked again while its coordinator cannot
+/// answer yet: after a broker starts, the coordinator loads its partition
+/// of `__consumer_offsets` (`CoordinatorLoadInProgress`) or the group moves
+/// to another broker (`NotCoordinator`, `CoordinatorNotAvailable`), for a
+/// few seconds. Any other error, or one still there at `within`, is the
+/// answer.
+pub fn fetch_group_list<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    group: &str,
+    within: std::time::Duration,
+) -> rdkafka::error::KafkaResult<rdkafka::groups::GroupList> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = std::time::Instant::now() + within;
+    let mut backoff = crate::Backoff::default();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rdkafka::consumer::Consumer::fetch_group_list(consumer, Some(group), left) {
+            Err(KafkaError::GroupListFetch(
+                Code::CoordinatorLoadInProgress
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable,
+            )) if std::time::Instant::now() + backoff.current() < deadline => {
+                std::thread::sleep(backoff.next_wait());
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Why a consumer cannot go on after `error`, with what to do; `None` for
 /// the errors it recovers from itself (a broker restarting, say). A
 /// consumer that meets one must end (its process exits non-zero for its

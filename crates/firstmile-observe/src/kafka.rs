@@ -127,7 +127,7 @@ pub(crate) fn group_members(
     consumer: &BaseConsumer,
     group: &str,
 ) -> Result<(String, usize), ObserveError> {
-    let list = consumer.fetch_group_list(Some(group), TIMEOUT)?;
+    let list = firstmile_kafka::client::fetch_group_list(consumer, group, TIMEOUT)?;
     Ok(list
         .groups()
         .iter()
