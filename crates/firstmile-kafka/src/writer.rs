@@ -5,10 +5,11 @@
 //! acknowledged before the offsets are committed. Blocking (librdkafka's
 //! transactional calls block): run it on a thread of its own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use firstmile_config::Kafka;
+use firstmile_metrics::Component;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -46,7 +47,14 @@ pub struct BatchWriter {
     /// How long one transactional call (init, send offsets, commit, abort)
     /// may take.
     timeout: Duration,
+    /// Where each resumed call is counted ([`TRANSACTION_RESUMED`]).
+    metrics: Option<Component>,
 }
+
+/// The error type (`errors_total{error_type}`) of a transactional call that
+/// did not finish in time and is resumed: a transaction waiting for its
+/// coordinator.
+pub const TRANSACTION_RESUMED: &str = "transaction_resumed";
 
 impl BatchWriter {
     /// A transactional producer of `transactional_id` (its earlier
@@ -81,6 +89,7 @@ impl BatchWriter {
             producer,
             limits,
             timeout,
+            metrics: None,
         })
     }
 
@@ -99,7 +108,16 @@ impl BatchWriter {
             producer,
             limits,
             timeout,
+            metrics: None,
         })
+    }
+
+    /// Counts every resumed transactional call in `metrics` as
+    /// [`TRANSACTION_RESUMED`], as it happens (a stuck commit shows while it
+    /// is stuck).
+    pub fn counting_resumes_in(mut self, metrics: Component) -> BatchWriter {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The largest record `topic` takes.
@@ -124,19 +142,27 @@ impl BatchWriter {
     /// One transaction: `produce` writes the batch (through
     /// [`BatchWriter::send`]) and answers the input offsets to commit with
     /// it; they go to the transaction with the group's metadata (KIP-447),
-    /// then it commits once every record is acknowledged. On an error the
-    /// caller decides: [`BatchWriter::abort`] and read again, or end.
+    /// then it commits once every record is acknowledged. Sending the
+    /// offsets and committing are resumed while they time out (the
+    /// coordinator away), until `stop` is set. On an error the transaction is
+    /// not committed, and the caller decides: [`BatchWriter::abandon`] and
+    /// read again, or end.
     pub fn transaction<T>(
         &self,
         group: &ConsumerGroupMetadata,
+        stop: &AtomicBool,
         produce: impl FnOnce(&BatchWriter) -> Result<(TopicPartitionList, T), KafkaError>,
     ) -> Result<T, KafkaError> {
         self.producer.begin_transaction()?;
         let (offsets, value) = produce(self)?;
-        self.producer
-            .send_offsets_to_transaction(&offsets, group, self.timeout)?;
+        self.resumed("sending the offsets to the transaction", stop, || {
+            self.producer
+                .send_offsets_to_transaction(&offsets, group, self.timeout)
+        })?;
         self.wait_delivered(self.timeout)?;
-        self.producer.commit_transaction(self.timeout)?;
+        self.resumed("committing the transaction", stop, || {
+            self.producer.commit_transaction(self.timeout)
+        })?;
         Ok(value)
     }
 
@@ -148,7 +174,7 @@ impl BatchWriter {
     /// aborts (librdkafka accepts an abort after any error but a fatal one),
     /// trying again with backoff while the brokers cannot answer. `Err` only
     /// if the producer cannot go on (fenced) or `stop` was set.
-    pub fn abandon(&self, stop: &std::sync::atomic::AtomicBool) -> Result<(), KafkaError> {
+    pub fn abandon(&self, stop: &AtomicBool) -> Result<(), KafkaError> {
         let mut backoff = crate::Backoff::default();
         loop {
             match self.producer.abort_transaction(self.timeout) {
@@ -203,6 +229,37 @@ impl BatchWriter {
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
+    }
+
+    /// Calls `call` again while it fails with a retriable error: a
+    /// transactional call that timed out (its coordinator away) goes on
+    /// inside librdkafka, and only calling it again resumes it. Aborting
+    /// instead is refused ("Conflicting commit_transaction API call is
+    /// already in progress") for as long as one tries, and a commit that did
+    /// complete would have its batch written twice. Stops trying once `stop`
+    /// is set.
+    fn resumed(
+        &self,
+        what: &str,
+        stop: &AtomicBool,
+        call: impl Fn() -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
+        let mut backoff = crate::Backoff::default();
+        loop {
+            match call() {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && !stop.load(Ordering::SeqCst) =>
+                {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.error(TRANSACTION_RESUMED);
+                    }
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, "{what} did not finish; resuming it once Kafka answers");
+                    std::thread::sleep(wait);
+                }
+                result => return result,
+            }
+        }
     }
 }
 

@@ -99,7 +99,7 @@ pub fn run(
         set_end(&mut start, &plan.topic, r.partition, r.end);
     }
     writer
-        .transaction(&group_metadata, |_| Ok((start, ())))
+        .transaction(&group_metadata, stop, |_| Ok((start, ())))
         .map_err(|e| fenced_or(e, &plan.source))?;
 
     let mut reader = Reader::start(consumer, &plan.topic, &plan.ranges)?;
@@ -123,7 +123,7 @@ pub fn run(
         chain.refresh();
         let mut backoff = Backoff::default();
         loop {
-            let written = writer.transaction(&group_metadata, |w| {
+            let written = writer.transaction(&group_metadata, stop, |w| {
                 write_batch(w, &to, chain, &batch, &reader)
             });
             match written {

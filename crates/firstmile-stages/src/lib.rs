@@ -129,9 +129,10 @@ const DEPENDENCY_UNAVAILABLE: &str = "dependency_unavailable";
 const TRANSACTION_ABORTED: &str = "transaction_aborted";
 const DELIVERY_FAILED: &str = "delivery_failed";
 const OFFSET_COMMIT: &str = "offset_commit";
-const ERROR_TYPES: [&str; 4] = [
+const ERROR_TYPES: [&str; 5] = [
     DEPENDENCY_UNAVAILABLE,
     TRANSACTION_ABORTED,
+    writer::TRANSACTION_RESUMED,
     DELIVERY_FAILED,
     OFFSET_COMMIT,
 ];
@@ -273,14 +274,6 @@ pub fn run(
     metrics: &Component,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), StageError> {
-    let mut known = step.known_labels();
-    known.errors = ERROR_TYPES.iter().map(|e| e.to_string()).collect();
-    metrics.declare(&known);
-    let consumer_config =
-        group_member_config(&config.kafka, &topics.group, &topics.transactional_id);
-    let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
-    let consumer: StageConsumer =
-        consumer_config.create_with_context(Revocations::new(lag, &topics.transactional_id))?;
     let limits = match RecordLimits::describe_blocking(
         &config.kafka,
         &[topics.output.as_str(), topics.dlq.as_str()],
@@ -294,9 +287,32 @@ pub fn run(
             )))
         }
     };
+    run_with_limits(config, topics, step, metrics, limits, stop)
+}
+
+/// [`run`] with the output topics' record limits known (asked of the
+/// broker by [`run`]; given outright where the broker cannot describe its
+/// topics, as librdkafka's mock cluster cannot).
+pub fn run_with_limits(
+    config: &Config,
+    topics: &StageTopics,
+    step: &mut dyn Step,
+    metrics: &Component,
+    limits: RecordLimits,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), StageError> {
+    let mut known = step.known_labels();
+    known.errors = ERROR_TYPES.iter().map(|e| e.to_string()).collect();
+    metrics.declare(&known);
+    let consumer_config =
+        group_member_config(&config.kafka, &topics.group, &topics.transactional_id);
+    let lag = ConsumerLag::new(Some(metrics.clone()), &topics.group);
+    let consumer: StageConsumer =
+        consumer_config.create_with_context(Revocations::new(lag, &topics.transactional_id))?;
     let Some(writer) = batch_writer(config, topics, limits, stop)? else {
         return Ok(());
     };
+    let writer = writer.counting_resumes_in(metrics.clone());
     let inputs: Vec<&str> = topics.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     tracing::info!(stage = %topics.name, group = %topics.group, transactional_id = %topics.transactional_id, delivery = ?topics.delivery, inputs = ?topics.inputs, output = %topics.output, "stage running");
@@ -309,7 +325,7 @@ pub fn run(
             continue;
         }
         let writing = Instant::now();
-        let result = write_batch(&consumer, &writer, topics, step, metrics, &batch);
+        let result = write_batch(&consumer, &writer, topics, step, metrics, &batch, stop);
         tracing::debug!(
             records = batch.len(),
             poll_ms = (writing - polling).as_millis() as u64,
@@ -662,6 +678,7 @@ fn write_batch(
     step: &mut dyn Step,
     metrics: &Component,
     batch: &[OwnedMessage],
+    stop: &AtomicBool,
 ) -> Result<(), KafkaError> {
     let started = Instant::now();
     let produce = |w: &BatchWriter| produce_batch(w, topics, step, batch);
@@ -671,7 +688,7 @@ fn write_batch(
             let group = consumer
                 .group_metadata()
                 .ok_or(KafkaError::MessageConsumption(RDKafkaErrorCode::State))?;
-            let counts = writer.transaction(&group, produce)?;
+            let counts = writer.transaction(&group, stop, produce)?;
             metrics.transaction(true);
             counts
         }
